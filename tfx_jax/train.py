@@ -1,0 +1,159 @@
+"""Train state, and data-parallel train and eval steps (jit over a device Mesh).
+
+The batch is split over the mesh's 'data' axis, the state is replicated and
+donated. One mechanism for one device, many devices and many hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from tfx_jax import surgery
+
+DATA_AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # Raw uint32 key; dropout uses fold_in(rng, step).
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D 'data' mesh over `devices` (default: all devices of all processes)."""
+  devices = list(jax.devices() if devices is None else devices)
+  # Auto axis types: classic sharding propagation, so reshapes of the
+  # batch-sharded activations (pooling, flatten) need no explicit out_sharding.
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's slice of a batch -> global arrays split over 'data'."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  if batch_size % mesh.size:
+    raise ValueError(
+        f'batch_size {batch_size} is not divisible by the {mesh.size} devices; '
+        f'use a multiple of {mesh.size}.')
+
+
+def create_state(params, optimizer: optax.GradientTransformation, seed: int,
+                 mesh: Mesh) -> TrainState:
+  """A fresh train state around `params`, replicated over the mesh."""
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=optimizer.init(params),
+                     rng=jax.random.PRNGKey(seed))
+  return jax.device_put(state, replicated(mesh))
+
+
+def _metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+  """Per-example loss, top-1 and top-5 correctness."""
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  top1 = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  _, top5_idx = jax.lax.top_k(logits, min(5, logits.shape[-1]))
+  top5 = jnp.any(top5_idx == labels[:, None], axis=-1).astype(jnp.float32)
+  return {'loss': loss, 'top1': top1, 'top5': top5}
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    frozen_layers: Iterable[str], mesh: Mesh) -> Callable:
+  """Compiled `step(state, batch) -> (state, metrics)`; batch: image, label.
+
+  Gradients are taken with respect to the trainable layers only, so XLA never
+  builds the backward pass below the cut, and frozen leaves are passed through
+  untouched (bitwise identical).
+  """
+  frozen_layers = tuple(frozen_layers)
+
+  def step(state: TrainState, batch):
+    trainable, frozen = surgery.split_trainable(state.params, frozen_layers)
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(trainable):
+      params = surgery.merge(trainable, frozen)
+      logits = model.apply({'params': params}, batch['image'], train=True,
+                           rngs={'dropout': dropout_rng})
+      metrics = jax.tree.map(jnp.mean, _metrics(logits, batch['label']))
+      return metrics['loss'], metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(trainable)
+    full_grads = surgery.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
+    updates, opt_state = optimizer.update(full_grads, state.opt_state,
+                                          state.params)
+    new_trainable = optax.apply_updates(trainable, {k: updates[k] for k in grads})
+    state = state.replace(step=state.step + 1,
+                          params=surgery.merge(new_trainable, frozen),
+                          opt_state=opt_state)
+    return state, metrics
+
+  rep = replicated(mesh)
+  return jax.jit(step, in_shardings=(rep, batch_sharded(mesh)),
+                 out_shardings=(rep, rep), donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable:
+  """Compiled `eval_step(params, batch) -> sums`; batch: image, label, mask."""
+
+  def eval_step(params, batch):
+    logits = model.apply({'params': params}, batch['image'], train=False)
+    mask = batch['mask'].astype(jnp.float32)
+    sums = {k: jnp.sum(v * mask) for k, v in _metrics(logits, batch['label']).items()}
+    sums['count'] = jnp.sum(mask)
+    return sums
+
+  rep = replicated(mesh)
+  return jax.jit(eval_step, in_shardings=(rep, batch_sharded(mesh)),
+                 out_shardings=rep)
+
+
+def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """Pad a (possibly partial) batch to batch_size rows, with a 0/1 'mask'."""
+  n = len(batch['label'])
+  if n > batch_size:
+    raise ValueError(f'Batch of {n} examples is larger than batch_size {batch_size}.')
+  out = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
+         for k, v in batch.items() if k != 'mask'}
+  mask = np.asarray(batch.get('mask', np.ones(n, bool)), bool)
+  out['mask'] = np.concatenate([mask, np.zeros(batch_size - n, bool)])
+  return out
+
+
+def evaluate(eval_step: Callable, params, batches: Iterable[Mapping[str, np.ndarray]],
+             batch_size: int, mesh: Mesh) -> dict[str, float]:
+  """Mean loss, top-1, top-5 over exactly the examples in `batches`.
+
+  `batch_size` is this process's batch; partial batches are padded and masked.
+  """
+  totals = None
+  for batch in batches:
+    sums = eval_step(params, global_batch(pad_batch(batch, batch_size), mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError('Evaluation got no examples.')
+  totals = jax.device_get(totals)
+  count = float(totals.pop('count'))
+  return {'count': int(round(count)), **{k: float(v) / count for k, v in totals.items()}}
