@@ -1,0 +1,102 @@
+import jax
+import numpy as np
+import pytest
+
+from tfx_jax import models, optim, surgery, train
+
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 5
+
+
+@pytest.fixture(scope='module')
+def model():
+  return models.create('small', NUM_CLASSES)
+
+
+def _batch(seed, size=16):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.normal(size=(size, *IMAGE_SHAPE)).astype(np.float32),
+          'label': rng.integers(0, NUM_CLASSES, size).astype(np.int32)}
+
+
+def _setup(model, n, mesh, lr=0.01):
+  params = models.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE)
+  frozen = surgery.first_layers(n)
+  opt = optim.make_optimizer(surgery.freeze_labels(params, frozen),
+                             optim.make_schedule('constant', lr, 100))
+  state = train.create_state(params, opt, seed=0, mesh=mesh)
+  return state, train.make_train_step(model, opt, frozen, mesh)
+
+
+@pytest.mark.parametrize('n', [0, 3, 7])
+def test_frozen_layers_bitwise_unchanged_trainable_changed(model, n):
+  mesh = train.make_mesh()
+  state, step = _setup(model, n, mesh)
+  before = jax.device_get(state.params)
+  for i in range(20):
+    state, metrics = step(state, train.global_batch(_batch(i), mesh))
+  after = jax.device_get(state.params)
+  assert int(state.step) == 20 and np.isfinite(metrics['loss'])
+  for layer in models.LAYERS:
+    same = [np.array_equal(a, b) for a, b in
+            zip(jax.tree.leaves(before[layer]), jax.tree.leaves(after[layer]))]
+    if layer in surgery.first_layers(n):
+      assert all(same), f'frozen {layer} changed'
+    else:
+      assert not any(same), f'trainable {layer} did not change'
+
+
+def _rel_err(a, b):
+  return float(np.linalg.norm(np.ravel(a - b)) / max(np.linalg.norm(np.ravel(b)), 1e-30))
+
+
+def test_sharded_steps_equal_single_device_steps(model):
+  assert jax.device_count() == 4
+  runs = {}
+  for name, devices in [('single', jax.devices()[:1]), ('sharded', jax.devices())]:
+    mesh = train.make_mesh(devices)
+    state, step = _setup(model, 2, mesh, lr=0.05)
+    losses = []
+    for i in range(5):
+      batch = train.global_batch(_batch(100 + i), mesh)
+      if name == 'sharded':
+        assert len(batch['image'].sharding.device_set) == 4
+      state, metrics = step(state, batch)
+      losses.append(float(metrics['loss']))
+    runs[name] = (np.array(losses), jax.device_get(state.params))
+  (loss1, params1), (loss4, params4) = runs['single'], runs['sharded']
+  np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
+  assert loss1[-1] != loss1[0]  # the steps really trained
+  errors = jax.tree.map(_rel_err, params4, params1)
+  assert max(jax.tree.leaves(errors)) < 1e-5, errors
+
+
+def test_eval_counts_every_example_exactly_once(model):
+  mesh = train.make_mesh()
+  params = models.init_params(model, jax.random.PRNGKey(3), IMAGE_SHAPE)
+  data = _batch(7, size=23)
+  batches = [{k: v[i:i + 8] for k, v in data.items()} for i in range(0, 23, 8)]
+  assert [len(b['label']) for b in batches] == [8, 8, 7]
+  result = train.evaluate(train.make_eval_step(model, mesh),
+                          jax.device_put(params, train.replicated(mesh)),
+                          batches, batch_size=8, mesh=mesh)
+  logits = np.asarray(model.apply({'params': params}, data['image'], train=False))
+  top1 = np.mean(logits.argmax(-1) == data['label'])
+  top5 = np.mean([l in np.argsort(-row)[:5] for row, l in zip(logits, data['label'])])
+  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                         keepdims=True)) - logits.max(-1, keepdims=True)
+  loss = -np.mean(logp[np.arange(23), data['label']])
+  assert result['count'] == 23
+  assert result['top1'] == pytest.approx(top1, abs=1e-6)
+  assert result['top5'] == pytest.approx(top5, abs=1e-6)
+  assert result['loss'] == pytest.approx(loss, rel=1e-4)
+
+
+def test_pad_batch_and_batch_size_check():
+  padded = train.pad_batch(_batch(0, size=3), 8)
+  assert padded['image'].shape == (8, *IMAGE_SHAPE)
+  np.testing.assert_array_equal(padded['mask'], [1, 1, 1, 0, 0, 0, 0, 0])
+  with pytest.raises(ValueError, match='larger than batch_size'):
+    train.pad_batch(_batch(0, size=9), 8)
+  with pytest.raises(ValueError, match='not divisible by the 4 devices'):
+    train.check_batch_size(10, train.make_mesh())
