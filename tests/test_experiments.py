@@ -1,0 +1,60 @@
+import pytest
+
+from tfx_jax import experiments
+from tfx_jax.errors import UserError
+
+LAYERS = (1, 2, 3, 4, 5, 6, 7)
+
+
+def test_transfer_grid_has_every_treatment_and_bases_first():
+  runs = experiments.grid('transfer', 'random:0', seeds=(0, 1), layers=LAYERS)
+  assert len(runs) == 2 * (2 + 4 * 7 * 2)
+  assert len({r.run_id for r in runs}) == len(runs)
+  position = {r: i for i, r in enumerate(runs)}
+  for run in runs:
+    if run.base:
+      assert position[run.base] < position[run], run.run_id
+  notation = {(r.treatment, r.source, r.target) for r in runs if r.n == 3}
+  assert notation == {('selffer', 'B', 'B'), ('selffer_ft', 'B', 'B'),
+                      ('transfer', 'A', 'B'), ('transfer_ft', 'A', 'B'),
+                      ('selffer', 'A', 'A'), ('selffer_ft', 'A', 'A'),
+                      ('transfer', 'B', 'A'), ('transfer_ft', 'B', 'A')}
+
+
+def test_run_ids_and_cut():
+  anb = experiments.RunSpec('random:2', 'transfer_ft', 'A', 'B', 3, 1)
+  assert anb.run_id == 'random2-A3B+-s1'
+  assert anb.frozen_n == 0 and anb.copies_base
+  assert anb.base == experiments.RunSpec('random:2', 'base', 'A', 'A', 0, 1)
+  bnb = experiments.RunSpec('m_n', 'selffer', 'B', 'B', 5, 0)
+  assert bnb.run_id == 'm_n-B5B-s0' and bnb.frozen_n == 5
+  assert bnb.base.run_id == 'm_n-baseB-s0'
+  assert anb.init_seed != anb.base.init_seed != bnb.init_seed
+
+
+def test_only_and_targets_keep_needed_bases():
+  runs = experiments.grid('transfer', 'm_n', seeds=(0,), layers=(2, 5),
+                          only=('transfer',), targets=('B',))
+  assert [r.run_id for r in runs] == ['m_n-baseA-s0', 'm_n-A2B-s0', 'm_n-A5B-s0']
+
+
+def test_random_filters_grid():
+  runs = experiments.grid('random_filters', 'all', seeds=(0,), layers=LAYERS)
+  assert runs[0].run_id == 'all-baseall-s0'
+  assert [r.n for r in runs[1:]] == list(LAYERS)
+  assert all(r.treatment == 'random_frozen' and r.frozen_n == r.n and not r.base
+             for r in runs[1:])
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(layers=(0, 3)), 'n must be 1..7'),
+    (dict(layers=(8,)), 'n must be 1..7'),
+    (dict(only=('base', 'finetune')), "'finetune'"),
+    (dict(seeds=()), 'seeds is empty'),
+    (dict(targets=('C',)), 'targets'),
+])
+def test_bad_grid_settings(kwargs, message):
+  args = dict(seeds=(0,), layers=LAYERS)
+  args.update(kwargs)
+  with pytest.raises(UserError, match=message):
+    experiments.grid('transfer', 'm_n', **args)

@@ -1,0 +1,75 @@
+"""Orbax checkpoints of one run: train state, data-iterator state and metrics.
+
+A finished base run's final params are read back (params only) by every
+transplant that needs them; see `load_params`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class RunCheckpoints:
+  """Save and resume one run: state, data iterator and metadata together."""
+
+  def __init__(self, directory: str, *, keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=True, create=True))
+
+  def save(self, step: int, state: Any, data_state: Any, meta: dict) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave(meta)))
+
+  def restore_latest(self, like_state: Any) -> tuple[Any, Any, dict] | None:
+    """(state, data_state, meta) of the newest readable checkpoint, else None.
+
+    An unreadable checkpoint (truncated, missing files) is moved aside as
+    `corrupt-<step>` with a warning, and the previous one is tried.
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore()))
+        return restored.state, restored.data, restored.meta
+      except Exception as e:  # pylint: disable=broad-except
+        aside = os.path.join(self.directory, f'corrupt-{step}')
+        logging.warning('Checkpoint %s/%d is unreadable (%s: %s); moved to %s, '
+                        'trying the previous one.', self.directory, step,
+                        type(e).__name__, str(e).splitlines()[0][:200], aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(os.path.join(self.directory, str(step)), aside)
+        self._manager.reload()
+    return None
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def load_params(directory: str, like_params: Any) -> Any:
+  """The params of the newest checkpoint in `directory`, placed like `like_params`."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
+  # A fresh manager: partial restore fails on the manager that saved.
+  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {directory}.')
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item={'params': abstract},
+                                     partial_restore=True)))
+  return restored.state['params']

@@ -1,0 +1,129 @@
+"""The config schema shared by every file in configs/, and its argument parsing.
+
+A config file's `get_config(arg)` starts from `base_config()`, applies a
+dataset preset, and takes big_vision-style arguments `key=value,flag`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from tfx_jax.errors import UserError
+
+# Sensible values per dataset (model, input size, solver length). ImageNet is
+# the paper's: CaffeNet, batch 256, lr 0.01 x0.1 every 100k, 450k iterations.
+DATASET_PRESETS = {
+    'imagenet2012': dict(model='caffenet', batch_size=256, lr=0.01,
+                         total_steps=450_000, lr_step=100_000,
+                         eval_every=1000, checkpoint_every=5000),
+    'imagenet_resized_32': dict(model='small', batch_size=256, lr=0.01,
+                                total_steps=100_000, lr_step=40_000,
+                                eval_every=1000, checkpoint_every=5000),
+    'imagenet_resized_64': dict(model='small', batch_size=256, lr=0.01,
+                                total_steps=100_000, lr_step=40_000,
+                                eval_every=1000, checkpoint_every=5000),
+    'cifar10': dict(model='small', batch_size=128, lr=0.01, total_steps=20_000,
+                    lr_step=8_000, eval_every=500, checkpoint_every=1000),
+    'cifar100': dict(model='small', batch_size=128, lr=0.01, total_steps=30_000,
+                     lr_step=12_000, eval_every=500, checkpoint_every=1000),
+    'fashion_mnist': dict(model='small', batch_size=256, lr=0.01,
+                          total_steps=1_200, lr_step=800, eval_every=100,
+                          checkpoint_every=100),
+    'mnist': dict(model='small', batch_size=256, lr=0.01, total_steps=1_200,
+                  lr_step=800, eval_every=100, checkpoint_every=100),
+}
+
+# `runlocal`: the whole grid in a couple of minutes on a 2-core laptop.
+RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
+                checkpoint_every=8, eval_examples=256, log_every=8,
+                targets=('B',))
+
+# Fields that change what a run computes. A workdir refuses a config that
+# differs from its snapshot in any of them (the others only select runs).
+RESULT_FIELDS = ('experiment', 'dataset', 'split', 'model', 'batch_size', 'lr',
+                 'schedule', 'lr_step', 'lr_gamma', 'warmup_steps',
+                 'total_steps', 'momentum', 'weight_decay', 'bias_lr_mult',
+                 'eval_every', 'eval_examples', 'augment')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field, with the paper's solver as defaults."""
+  c = ml_collections.ConfigDict()
+  c.experiment = 'transfer'  # 'transfer' (Figures 2, 3) or 'random_filters'.
+  c.dataset = 'imagenet2012'
+  c.split = 'm_n'  # 'm_n' (dissimilar halves) or 'random:<seed>'.
+  c.model = 'caffenet'
+  c.data_dir = config_dict.placeholder(str)  # When set, the only data location.
+  c.augment = config_dict.placeholder(bool)  # None: the dataset's default.
+  c.num_workers = 0  # grain worker processes for the train pipeline.
+
+  c.seeds = (0,)
+  c.layers = (1, 2, 3, 4, 5, 6, 7)
+  c.only = ()  # Treatments to run; empty: all of the experiment's.
+  c.targets = ('B', 'A')  # Target halves: 'B' gives BnB, AnB; 'A' AnA, BnA.
+
+  # Solver (PAPER.md): SGD, momentum 0.9, wd 5e-4, biases 2x lr and no decay.
+  c.batch_size = 256  # Global batch, split over all devices.
+  c.lr = 0.01
+  c.schedule = 'step'  # 'step' (Caffe), 'cosine' or 'constant'.
+  c.lr_step = 100_000
+  c.lr_gamma = 0.1
+  c.warmup_steps = 0
+  c.total_steps = 450_000
+  c.momentum = 0.9
+  c.weight_decay = 5e-4
+  c.bias_lr_mult = 2.0
+
+  c.eval_every = 1000  # PAPER.md: validation every 1000 iterations.
+  c.eval_examples = 0  # 0: the whole eval split of the half.
+  c.checkpoint_every = 5000
+  c.keep_checkpoints = 2
+  c.log_every = 100
+  c.report = True  # Write WORKDIR/report/ at the end of the main job.
+
+  c.sweep = ml_collections.ConfigDict({'num_shards': 1, 'shard': 0})
+  return c
+
+
+def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
+  if dataset not in DATASET_PRESETS:
+    raise UserError(f'Unknown dataset {dataset!r}; known: '
+                    f'{", ".join(sorted(DATASET_PRESETS))}.')
+  c.dataset = dataset
+  c.update(DATASET_PRESETS[dataset])
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> None:
+  c.update(RUNLOCAL)
+
+
+def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
+  """big_vision's `key=value,flag` config arguments, typed by `spec`'s defaults.
+
+  A bare `flag` sets a boolean to True. Unknown keys are an error.
+  """
+  out = dict(spec)
+  for item in filter(None, (arg or '').split(',')):
+    key, eq, value = item.partition('=')
+    key = key.strip()
+    if key not in spec:
+      raise UserError(f'Unknown config argument {key!r} in {arg!r}; known: '
+                      f'{", ".join(sorted(spec))} (form: key=value,flag).')
+    default = spec[key]
+    if not eq:
+      if not isinstance(default, bool):
+        raise UserError(f'Config argument {key!r} needs a value: {key}=...')
+      out[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise UserError(f'Config argument {key}={value!r} must be true or false.')
+      out[key] = value.lower() in ('true', '1')
+    elif isinstance(default, int):
+      try:
+        out[key] = int(value)
+      except ValueError:
+        raise UserError(f'Config argument {key}={value!r} must be an integer.') from None
+    else:
+      out[key] = value
+  return ml_collections.ConfigDict(out)

@@ -1,0 +1,115 @@
+"""The paper's grid of runs as data: one `RunSpec` per network to train."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+
+from tfx_jax.errors import UserError
+
+# name -> (copies layers from a base, first n frozen, paper's notation)
+TREATMENTS = {
+    'base': (False, False, 'base'),
+    'selffer': (True, True, 'BnB'),
+    'selffer_ft': (True, False, 'BnB+'),
+    'transfer': (True, True, 'AnB'),
+    'transfer_ft': (True, False, 'AnB+'),
+    'random_frozen': (False, True, 'random'),
+}
+TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
+EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
+               'random_filters': ('base', 'random_frozen')}
+ALL = 'all'  # The half of the random-filters experiment: every class.
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class RunSpec:
+  split: str
+  treatment: str
+  source: str  # 'A' / 'B' (the base the layers come from); '' when none.
+  target: str  # 'A' / 'B' / 'all': the classes trained and evaluated on.
+  n: int
+  seed: int
+
+  @property
+  def run_id(self) -> str:
+    """Stable, filesystem-safe, e.g. 'random0-A3B+-s0', 'm_n-baseB-s1'."""
+    if self.treatment == 'base':
+      label = f'base{self.target}'
+    elif self.treatment == 'random_frozen':
+      label = f'random{self.n}{self.target}'
+    else:
+      label = f'{self.source}{self.n}{self.target}'
+      label += '+' if self.treatment.endswith('_ft') else ''
+    return f'{self.split.replace(":", "")}-{label}-s{self.seed}'
+
+  @property
+  def copies_base(self) -> bool:
+    return TREATMENTS[self.treatment][0]
+
+  @property
+  def frozen_n(self) -> int:
+    """How many leading layers stay fixed during training."""
+    return self.n if TREATMENTS[self.treatment][1] else 0
+
+  @property
+  def base(self) -> RunSpec | None:
+    """The base run whose layers this run copies, if any."""
+    if not self.copies_base:
+      return None
+    return RunSpec(self.split, 'base', self.source, self.source, 0, self.seed)
+
+  @property
+  def init_seed(self) -> int:
+    """Seed for this run's fresh initialisation and data order: different for
+    every run, so re-initialised layers never restart from the base's init."""
+    return zlib.crc32(self.run_id.encode()) & 0x7FFFFFFF
+
+
+def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int],
+         only: Sequence[str] = (), targets: Sequence[str] = ('B', 'A')) -> list[RunSpec]:
+  """Every run, bases first, then by seed, n, target and treatment.
+
+  Bases needed by a selected transfer are always included.
+  """
+  if experiment not in EXPERIMENTS:
+    raise UserError(f'Unknown experiment {experiment!r}; known: '
+                    f'{", ".join(EXPERIMENTS)}.')
+  allowed = EXPERIMENTS[experiment]
+  bad = [t for t in only if t not in allowed]
+  if bad:
+    raise UserError(f'config.only names {bad}, not treatments of the '
+                    f'{experiment!r} experiment; choose from {", ".join(allowed)}.')
+  bad = [n for n in layers if isinstance(n, bool) or not isinstance(n, int)
+         or not 1 <= n <= 7]
+  if bad:
+    raise UserError(f'config.layers has {bad}: n must be 1..7 (conv1..fc7; '
+                    f'n = 0 is the base network).')
+  if not seeds:
+    raise UserError('config.seeds is empty; give at least one seed, e.g. (0,).')
+  chosen = [t for t in allowed if not only or t in only]
+  if experiment == 'random_filters':
+    targets = (ALL,)
+  elif not targets or any(t not in ('A', 'B') for t in targets):
+    raise UserError(f'config.targets must be a non-empty subset of (B, A), '
+                    f'got {tuple(targets)}.')
+  runs: list[RunSpec] = []
+  for seed in seeds:
+    for n in sorted(set(layers)):
+      for target in targets:
+        for treatment in chosen:
+          if treatment == 'base':
+            continue
+          if treatment == 'random_frozen':
+            source = ''
+          elif treatment.startswith('selffer'):
+            source = target
+          else:
+            source = 'A' if target == 'B' else 'B'
+          runs.append(RunSpec(split, treatment, source, target, n, seed))
+  bases = {r.base for r in runs if r.base}
+  if 'base' in chosen:
+    bases |= {RunSpec(split, 'base', t, t, 0, s) for s in seeds for t in targets}
+  ordered_bases = sorted(bases, key=lambda r: (r.seed, r.target != 'B', r.target))
+  return ordered_bases + runs

@@ -1,0 +1,358 @@
+"""Runs a config's whole grid: bases first, then every transplant, resumably.
+
+Each run lives in WORKDIR/runs/<run_id>/ (checkpoints/, metrics.jsonl, tb/,
+result.json). A run with a result.json is finished and skipped; any other run
+resumes from its newest checkpoint. WORKDIR/results.csv is rebuilt from the
+result.json files after every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorboardX
+
+from tfx_jax import (checkpoints, experiments, files, input_pipeline, models,
+                     optim, splits, surgery, train)
+from tfx_jax.config import RESULT_FIELDS
+from tfx_jax.errors import UserError
+
+RESULT_COLUMNS = ('run_id', 'split', 'treatment', 'source', 'target', 'n', 'seed',
+                  'top1', 'top5', 'best10_top1', 'steps', 'wall_s')
+
+
+class DivergedError(UserError):
+  """The loss became NaN or infinite."""
+
+
+def best10(values) -> float:
+  """The paper's metric: mean of the 10 highest validation top-1 values."""
+  return float(np.mean(sorted(values, reverse=True)[:10]))
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+class Timers:
+  """Wall time of the grid by phase: compile, train, eval, io."""
+
+  def __init__(self):
+    self.seconds = defaultdict(float)
+
+  @contextlib.contextmanager
+  def __call__(self, phase: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[phase] += time.perf_counter() - start
+
+  def summary(self) -> str:
+    total = sum(self.seconds.values())
+    parts = ', '.join(f'{k} {_fmt_time(v)}' for k, v in sorted(self.seconds.items()))
+    return f'{_fmt_time(total)} ({parts})'
+
+
+class Grid:
+  """One config's runs and what they share: data halves, compiled steps, bases."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.is_main = jax.process_index() == 0
+    self.mesh = train.make_mesh()
+    self.data = input_pipeline.dataset_spec(config.dataset)
+    if config.model not in models.PRESETS:
+      raise UserError(f'Unknown model {config.model!r}; known: '
+                      f'{", ".join(sorted(models.PRESETS))}.')
+    if config.split == experiments.ALL:
+      self.halves = {experiments.ALL: tuple(range(self.data.num_classes))}
+    else:
+      a, b = splits.resolve(config.split, config.dataset, self.data.num_classes)
+      self.halves = {'A': tuple(a), 'B': tuple(b)}
+    train.check_batch_size(config.batch_size, self.mesh)
+    if config.batch_size % jax.process_count():
+      raise UserError(f'batch_size {config.batch_size} is not divisible by the '
+                      f'{jax.process_count()} processes.')
+    self.local_batch = config.batch_size // jax.process_count()
+    self.specs = experiments.grid(config.experiment, config.split, config.seeds,
+                                  config.layers, config.only, config.targets)
+    self.timers = Timers()
+    self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
+    self._step_seconds, self._steps_done = 0.0, 0
+
+  # Compiled functions, shared by every run with the same shapes and cut.
+  def optimizer(self, params, frozen_n: int):
+    if frozen_n not in self._optimizers:
+      c = self.config
+      schedule = optim.make_schedule(c.schedule, c.lr, c.total_steps,
+                                     step_size=c.lr_step, gamma=c.lr_gamma,
+                                     warmup_steps=c.warmup_steps)
+      labels = surgery.freeze_labels(params, surgery.first_layers(frozen_n))
+      self._optimizers[frozen_n] = optim.make_optimizer(
+          labels, schedule, momentum=c.momentum, weight_decay=c.weight_decay,
+          bias_lr_mult=c.bias_lr_mult)
+    return self._optimizers[frozen_n]
+
+  def _batch_shapes(self, with_mask: bool):
+    sharding = train.batch_sharded(self.mesh)
+    b = self.config.batch_size
+    shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.float32,
+                                            sharding=sharding),
+              'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
+    if with_mask:
+      shapes['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
+    return shapes
+
+  def train_step(self, model, optimizer, state, frozen_n: int):
+    key = (model.num_classes, frozen_n)
+    if key not in self._steps:
+      with self.timers('compile'):
+        step = train.make_train_step(model, optimizer, surgery.first_layers(frozen_n),
+                                     self.mesh)
+        self._steps[key] = step.lower(state, self._batch_shapes(False)).compile()
+    return self._steps[key]
+
+  def eval_step(self, model, params):
+    if model.num_classes not in self._evals:
+      with self.timers('compile'):
+        step = train.make_eval_step(model, self.mesh)
+        self._evals[model.num_classes] = step.lower(
+            params, self._batch_shapes(True)).compile()
+    return self._evals[model.num_classes]
+
+  def run_dir(self, spec: experiments.RunSpec) -> str:
+    return os.path.join(self.workdir, 'runs', spec.run_id)
+
+  def finished(self, spec: experiments.RunSpec) -> bool:
+    return os.path.exists(os.path.join(self.run_dir(spec), 'result.json'))
+
+  def init_params(self, spec: experiments.RunSpec, model):
+    return models.init_params(model, jax.random.PRNGKey(spec.init_seed),
+                              self.data.image_shape)
+
+  def base_params(self, base: experiments.RunSpec):
+    """A finished base's final params, read once and shared by all transplants."""
+    if base.run_id not in self._bases:
+      if not self.finished(base):
+        raise RuntimeError(f'Base {base.run_id} is not finished.')
+      model = models.create(self.config.model, len(self.halves[base.target]))
+      rep = train.replicated(self.mesh)
+      like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                          jax.eval_shape(lambda: self.init_params(base, model)))
+      with self.timers('io'):
+        self._bases[base.run_id] = checkpoints.load_params(
+            os.path.join(self.run_dir(base), 'checkpoints'), like)
+    return self._bases[base.run_id]
+
+  def eta(self, remaining_steps: int) -> str:
+    if not self._steps_done:
+      return '?'
+    return _fmt_time(remaining_steps * self._step_seconds / self._steps_done)
+
+  def remaining_steps(self, after: int) -> int:
+    return sum(self.config.total_steps for s in self.specs[after + 1:]
+               if not self.finished(s))
+
+  def log(self, message: str) -> None:
+    if self.is_main:
+      print(message, flush=True)
+
+  def run_one(self, index: int, spec: experiments.RunSpec) -> dict:
+    """Train and evaluate one run, resuming from its newest checkpoint."""
+    c, run_dir = self.config, self.run_dir(spec)
+    classes = self.halves[spec.target]
+    model = models.create(c.model, len(classes))
+    params = self.init_params(spec, model)
+    if spec.copies_base:
+      params = surgery.transplant(params, self.base_params(spec.base),
+                                  surgery.first_layers(spec.n))
+    optimizer = self.optimizer(params, spec.frozen_n)
+    state = train.create_state(params, optimizer, spec.init_seed, self.mesh)
+    step_fn = self.train_step(model, optimizer, state, spec.frozen_n)
+    eval_fn = self.eval_step(model, state.params)
+    data = input_pipeline.train_iterator(
+        c.dataset, classes, batch_size=self.local_batch, seed=spec.init_seed,
+        data_dir=c.data_dir, augment=c.augment, num_workers=c.num_workers)
+    ckpts = checkpoints.RunCheckpoints(os.path.join(run_dir, 'checkpoints'),
+                                       keep=c.keep_checkpoints)
+    history, wall = [], 0.0
+    with self.timers('io'):
+      restored = ckpts.restore_latest(state)
+    if restored:
+      state, data_state, meta = restored
+      data.set_state(data_state)
+      history, wall = meta['history'], meta['wall_s']
+      self.log(f'  resuming {spec.run_id} from step {int(state.step)}')
+    writer = MetricsWriter(run_dir, int(state.step)) if self.is_main else None
+    counter = f'[{index + 1}/{len(self.specs)} {spec.run_id}]'
+
+    try:
+      pending, seg_start, seg_steps = [], time.perf_counter(), 0
+      step = int(state.step)
+      while step < c.total_steps:
+        with self.timers('train'):
+          state, metrics = step_fn(state, train.global_batch(next(data), self.mesh))
+          pending.append(metrics)
+          step += 1
+          seg_steps += 1
+        is_eval = step % c.eval_every == 0 or step == c.total_steps
+        if not (is_eval or step % c.log_every == 0):
+          continue
+        with self.timers('train'):
+          fetched = jax.device_get(pending)
+        _check_finite(fetched, spec.run_id, step - len(pending) + 1)
+        pending = []
+        if writer:
+          writer.write(step, 'train', {k: float(v) for k, v in fetched[-1].items()})
+        if not is_eval:
+          continue
+        seconds = time.perf_counter() - seg_start
+        self._step_seconds += seconds
+        self._steps_done += seg_steps
+        wall += seconds
+        with self.timers('eval'):
+          t0 = time.perf_counter()
+          ev = train.evaluate(eval_fn, state.params, input_pipeline.eval_batches(
+              c.dataset, classes, batch_size=self.local_batch, data_dir=c.data_dir,
+              max_examples=c.eval_examples or None), self.local_batch, self.mesh)
+          wall += time.perf_counter() - t0
+        history.append({'step': step, **{k: ev[k] for k in ('top1', 'top5', 'loss')}})
+        if writer:
+          writer.write(step, 'eval', ev)
+        left = c.total_steps - step
+        self.log(f'{counter} step {step}/{c.total_steps} loss {fetched[-1]["loss"]:.4f}'
+                 f' | eval top1 {ev["top1"]:.4f} top5 {ev["top5"]:.4f} on {ev["count"]}'
+                 f' | {seg_steps / seconds:.1f} steps/s, run ETA {self.eta(left)},'
+                 f' grid ETA {self.eta(left + self.remaining_steps(index))}')
+        if step % c.checkpoint_every == 0 or step == c.total_steps:
+          with self.timers('io'):
+            ckpts.save(step, state, data.get_state(), {'history': history, 'wall_s': wall})
+        seg_start, seg_steps = time.perf_counter(), 0
+    finally:
+      with self.timers('io'):
+        ckpts.close()
+        if writer:
+          writer.close()
+    last = history[-1]
+    result = {'run_id': spec.run_id, 'split': spec.split, 'treatment': spec.treatment,
+              'source': spec.source, 'target': spec.target, 'n': spec.n,
+              'seed': spec.seed, 'top1': last['top1'], 'top5': last['top5'],
+              'best10_top1': best10([h['top1'] for h in history]),
+              'steps': c.total_steps, 'wall_s': round(wall, 3)}
+    if self.is_main:
+      files.atomic_write_json(os.path.join(run_dir, 'result.json'), result)
+    return result
+
+  def write_results(self) -> str:
+    """WORKDIR/results.csv: a row per finished run, in grid order."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator='\n')
+    writer.writerow(RESULT_COLUMNS)
+    for spec in self.specs:
+      if self.finished(spec):
+        with open(os.path.join(self.run_dir(spec), 'result.json')) as f:
+          result = json.load(f)
+        writer.writerow([_csv_value(result[k]) for k in RESULT_COLUMNS])
+    path = os.path.join(self.workdir, 'results.csv')
+    if self.is_main:
+      files.atomic_write(path, out.getvalue())
+    return path
+
+
+def _csv_value(value):
+  return repr(value) if isinstance(value, float) else value
+
+
+def _check_finite(fetched: list[dict], run_id: str, first_step: int) -> None:
+  for i, metrics in enumerate(fetched):
+    for name, value in sorted(metrics.items()):
+      if not math.isfinite(float(value)):
+        raise DivergedError(
+            f'Run {run_id}: {name} is {float(value)} at step {first_step + i}. '
+            f'Lower the learning rate (--config.lr) with a new --workdir, or '
+            f'check the data.')
+
+
+class MetricsWriter:
+  """Per-run metrics as JSON lines and TensorBoard events."""
+
+  def __init__(self, run_dir: str, start_step: int):
+    self.path = os.path.join(run_dir, 'metrics.jsonl')
+    if os.path.exists(self.path):  # Drop lines past the resumed checkpoint.
+      with open(self.path) as f:
+        kept = [l for l in f if l.strip() and json.loads(l)['step'] <= start_step]
+      files.atomic_write(self.path, ''.join(kept))
+    self._jsonl = open(self.path, 'a')
+    self._tb = tensorboardX.SummaryWriter(os.path.join(run_dir, 'tb'), purge_step=start_step + 1)
+
+  def write(self, step: int, kind: str, metrics: dict) -> None:
+    self._jsonl.write(json.dumps({'step': step, 'kind': kind, **metrics}) + '\n')
+    self._jsonl.flush()
+    for name, value in metrics.items():
+      self._tb.add_scalar(f'{kind}/{name}', value, step)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._tb.close()
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Create the workdir and snapshot the config; refuse a different config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write-test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'Cannot write to workdir {workdir!r} ({e.strerror}); choose a '
+                    f'writable --workdir.') from None
+  snapshot = json.loads(config.to_json_best_effort())
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    differ = [k for k in RESULT_FIELDS if old.get(k) != snapshot.get(k)]
+    if differ:
+      raise UserError(
+          f'Workdir {workdir!r} holds runs of a different config (it differs in '
+          f'{", ".join(differ)}). Use a new --workdir, or delete {workdir!r} to '
+          f'start over.')
+  if jax.process_index() == 0:
+    files.atomic_write_json(path, snapshot)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Run (or resume) every run of `config` in `workdir`; returns results.csv."""
+  start = time.perf_counter()
+  grid = Grid(config, workdir)
+  input_pipeline.check_prepared(config.dataset, config.data_dir)
+  prepare_workdir(config, workdir)
+  todo = [s for s in grid.specs if not grid.finished(s)]
+  grid.log(f'{len(grid.specs)} runs in {workdir} ({len(grid.specs) - len(todo)} '
+           f'finished); {jax.device_count()} devices, global batch '
+           f'{config.batch_size}, {config.total_steps} steps each.')
+  for index, spec in enumerate(grid.specs):
+    if grid.finished(spec):
+      continue
+    grid.run_one(index, spec)
+    grid.write_results()
+  path = grid.write_results()
+  grid.log(f'Done: {len(grid.specs)} runs, results in {path}. '
+           f'Wall time {_fmt_time(time.perf_counter() - start)}; this process: '
+           f'{grid.timers.summary()}.')
+  return path
