@@ -100,3 +100,17 @@ def test_pad_batch_and_batch_size_check():
     train.pad_batch(_batch(0, size=9), 8)
   with pytest.raises(ValueError, match='not divisible by the 4 devices'):
     train.check_batch_size(10, train.make_mesh())
+
+
+def test_state_owns_its_buffers_so_shared_params_survive_donation(model):
+  mesh = train.make_mesh()
+  shared = jax.device_put(models.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE),
+                          train.replicated(mesh))
+  frozen = surgery.first_layers(7)
+  opt = optim.make_optimizer(surgery.freeze_labels(shared, frozen),
+                             optim.make_schedule('constant', 0.01, 10))
+  step = train.make_train_step(model, opt, frozen, mesh)
+  for _ in range(2):  # Two runs built from the same base params.
+    state = train.create_state(shared, opt, seed=0, mesh=mesh)
+    state, _ = step(state, train.global_batch(_batch(0), mesh))
+  assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(shared))

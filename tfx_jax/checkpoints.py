@@ -70,6 +70,8 @@ def load_params(directory: str, like_params: Any) -> Any:
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {directory}.')
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item={'params': abstract},
-                                     partial_restore=True)))
+        state=ocp.args.PyTreeRestore(
+            item={'params': abstract}, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(
+                {'params': abstract}))))
   return restored.state['params']

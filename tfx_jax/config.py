@@ -36,7 +36,8 @@ DATASET_PRESETS = {
 
 # `runlocal`: the whole grid in a couple of minutes on a 2-core laptop.
 RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
-                checkpoint_every=8, eval_examples=256, log_every=8,
+                checkpoint_every=8, eval_examples=256, eval_batch_size=256,
+                log_every=8,
                 targets=('B',))
 
 # Fields that change what a run computes. A workdir refuses a config that
@@ -77,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval_every = 1000  # PAPER.md: validation every 1000 iterations.
   c.eval_examples = 0  # 0: the whole eval split of the half.
+  c.eval_batch_size = 1024  # Global; eval is forward-only, so larger is faster.
   c.checkpoint_every = 5000
   c.keep_checkpoints = 2
   c.log_every = 100

@@ -21,6 +21,9 @@ TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
 EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
                'random_filters': ('base', 'random_frozen')}
 ALL = 'all'  # The half of the random-filters experiment: every class.
+# One row of WORKDIR/results.csv per finished run.
+RESULT_COLUMNS = ('run_id', 'split', 'treatment', 'source', 'target', 'n', 'seed',
+                  'top1', 'top5', 'best10_top1', 'steps', 'wall_s')
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -16,6 +16,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.',
                              suffix='.tmp')
   try:
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read.
     with os.fdopen(fd, 'wb') as f:
       f.write(data.encode() if isinstance(data, str) else data)
       f.flush()

@@ -3,14 +3,17 @@
   python -m tfx_jax.main --config=configs/m_n_split.py:dataset=fashion_mnist,runlocal
 """
 
+import difflib
 import os
+import re
 import sys
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from tfx_jax import runner
+from tfx_jax import config as config_lib
+from tfx_jax import report, runner
 from tfx_jax.errors import UserError
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
@@ -31,22 +34,74 @@ def main(argv):
   if FLAGS.coordinator_address or FLAGS.num_processes:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
+  try:
+    config = FLAGS.config
+    config.get('dataset')  # A config file that failed to load raises on use.
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(_explain(e)) from e
   config_name = os.path.splitext(os.path.basename(
       flags.FLAGS['config'].config_filename))[0]
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
-  runner.run(FLAGS.config, workdir)
-  if FLAGS.config.report and jax.process_index() == 0:
-    from tfx_jax import report  # pylint: disable=import-outside-toplevel
+  runner.run(config, workdir)
+  if config.report and jax.process_index() == 0:
     report.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
 
 
+def _check_override_keys(argv) -> None:
+  """Unknown --config.KEY overrides, named with the closest known key."""
+  known = config_lib.base_config()
+  for arg in argv[1:]:
+    match = re.match(r'--config\.([\w.]+)', arg)
+    if not match:
+      continue
+    node, path = known, match.group(1).split('.')
+    for i, part in enumerate(path):
+      if not hasattr(node, 'keys') or part not in node:
+        options = sorted(node.keys()) if hasattr(node, 'keys') else []
+        close = difflib.get_close_matches(part, options, n=1)
+        hint = f' Did you mean {close[0]!r}?' if close else ''
+        raise UserError(f'Unknown config key {".".join(path[:i + 1])!r}.{hint} '
+                        f'Known keys: {", ".join(options)}.')
+      node = node[part]
+
+
+def _explain(error: BaseException) -> str:
+  """One line for a config or flag failure, from the root of its cause chain."""
+  chain = [error]
+  while chain[-1].__cause__ or chain[-1].__context__:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  user = [e for e in chain if isinstance(e, UserError) and 'Traceback' not in str(e)]
+  if user:
+    return str(user[-1])
+  text = str(chain[-1])
+  missing = re.search(r"No such file or directory: '([^']+)'", text)
+  if 'Failed loading config file' in text and missing:
+    return (f'Config file {missing.group(1)!r} does not exist; pass an existing '
+            f'file, e.g. --config=configs/default.py.')
+  first = str(chain[0]).splitlines()[0]
+  if first.startswith('flag --config.'):
+    return f'Bad config value: {first[5:]}'
+  return first
+
+
+def _parse_flags(argv):
+  try:
+    _check_override_keys(argv)
+    return FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if '--verbose' in argv:
+      raise
+    print(f'error: {_explain(e)}', file=sys.stderr)
+    sys.exit(2)
+
+
 def run():
   try:
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except UserError as e:
-    if FLAGS.is_parsed() and FLAGS.verbose:
+    if FLAGS.verbose:
       raise
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -21,15 +21,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorboardX
 
 from tfx_jax import (checkpoints, experiments, files, input_pipeline, models,
-                     optim, splits, surgery, train)
+                     optim, splits, surgery, tensorboard, train)
 from tfx_jax.config import RESULT_FIELDS
 from tfx_jax.errors import UserError
-
-RESULT_COLUMNS = ('run_id', 'split', 'treatment', 'source', 'target', 'n', 'seed',
-                  'top1', 'top5', 'best10_top1', 'steps', 'wall_s')
 
 
 class DivergedError(UserError):
@@ -87,7 +83,9 @@ class Grid:
     if config.batch_size % jax.process_count():
       raise UserError(f'batch_size {config.batch_size} is not divisible by the '
                       f'{jax.process_count()} processes.')
+    train.check_batch_size(config.eval_batch_size, self.mesh)
     self.local_batch = config.batch_size // jax.process_count()
+    self.local_eval_batch = config.eval_batch_size // jax.process_count()
     self.specs = experiments.grid(config.experiment, config.split, config.seeds,
                                   config.layers, config.only, config.targets)
     self.timers = Timers()
@@ -109,7 +107,7 @@ class Grid:
 
   def _batch_shapes(self, with_mask: bool):
     sharding = train.batch_sharded(self.mesh)
-    b = self.config.batch_size
+    b = self.config.eval_batch_size if with_mask else self.config.batch_size
     shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.float32,
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
@@ -227,8 +225,8 @@ class Grid:
         with self.timers('eval'):
           t0 = time.perf_counter()
           ev = train.evaluate(eval_fn, state.params, input_pipeline.eval_batches(
-              c.dataset, classes, batch_size=self.local_batch, data_dir=c.data_dir,
-              max_examples=c.eval_examples or None), self.local_batch, self.mesh)
+              c.dataset, classes, batch_size=self.local_eval_batch, data_dir=c.data_dir,
+              max_examples=c.eval_examples or None), self.local_eval_batch, self.mesh)
           wall += time.perf_counter() - t0
         history.append({'step': step, **{k: ev[k] for k in ('top1', 'top5', 'loss')}})
         if writer:
@@ -261,12 +259,12 @@ class Grid:
     """WORKDIR/results.csv: a row per finished run, in grid order."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator='\n')
-    writer.writerow(RESULT_COLUMNS)
+    writer.writerow(experiments.RESULT_COLUMNS)
     for spec in self.specs:
       if self.finished(spec):
         with open(os.path.join(self.run_dir(spec), 'result.json')) as f:
           result = json.load(f)
-        writer.writerow([_csv_value(result[k]) for k in RESULT_COLUMNS])
+        writer.writerow([_csv_value(result[k]) for k in experiments.RESULT_COLUMNS])
     path = os.path.join(self.workdir, 'results.csv')
     if self.is_main:
       files.atomic_write(path, out.getvalue())
@@ -297,13 +295,14 @@ class MetricsWriter:
         kept = [l for l in f if l.strip() and json.loads(l)['step'] <= start_step]
       files.atomic_write(self.path, ''.join(kept))
     self._jsonl = open(self.path, 'a')
-    self._tb = tensorboardX.SummaryWriter(os.path.join(run_dir, 'tb'), purge_step=start_step + 1)
+    self._tb = tensorboard.SummaryWriter(os.path.join(run_dir, 'tb'))
 
   def write(self, step: int, kind: str, metrics: dict) -> None:
     self._jsonl.write(json.dumps({'step': step, 'kind': kind, **metrics}) + '\n')
     self._jsonl.flush()
     for name, value in metrics.items():
-      self._tb.add_scalar(f'{kind}/{name}', value, step)
+      self._tb.scalar(f'{kind}/{name}', value, step)
+    self._tb.flush()
 
   def close(self) -> None:
     self._jsonl.close()

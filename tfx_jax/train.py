@@ -63,11 +63,15 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 def create_state(params, optimizer: optax.GradientTransformation, seed: int,
                  mesh: Mesh) -> TrainState:
-  """A fresh train state around `params`, replicated over the mesh."""
+  """A fresh train state around a copy of `params`, replicated over the mesh.
+
+  The state owns its buffers: train steps donate them, and `params` (a base
+  network shared by many transplants, say) must outlive that.
+  """
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=optimizer.init(params),
                      rng=jax.random.PRNGKey(seed))
-  return jax.device_put(state, replicated(mesh))
+  return jax.device_put(state, replicated(mesh), may_alias=False)
 
 
 def _metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:

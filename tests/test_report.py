@@ -1,0 +1,267 @@
+"""The report from small results tables written here: verdicts, curves, determinism, errors."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfx_jax import findings, report
+from tfx_jax.errors import UserError
+
+BASE = 0.80
+SELFFER_DIP = {3: -0.03, 4: -0.04, 5: -0.03}  # BnB - base: the paper's shape.
+
+
+def paper_like(split, treatment, source, target, n, seed):
+  """Accuracy with the paper's shape, plus a small seed-dependent wobble."""
+  wobble = 0.001 * ((seed * 7 + n * 3 + len(target)) % 3 - 1)
+  family = findings.split_family(split)
+  if treatment == 'base':
+    return BASE + wobble
+  if treatment == 'selffer':
+    return BASE + SELFFER_DIP.get(n, 0.0) + wobble
+  if treatment == 'selffer_ft':
+    return BASE + wobble
+  if treatment == 'transfer':
+    per_layer = 0.03 if family == 'm_n' else 0.01
+    return BASE - per_layer * max(n - 2, 0) + wobble
+  if treatment == 'transfer_ft':
+    return BASE + 0.015 + wobble
+  return BASE - 0.1 * n + wobble  # random_frozen
+
+
+def rows(accuracy, splits=('random:0',), seeds=(0, 1, 2),
+         treatments=findings.TREATMENTS[1:5], layers=range(1, 8),
+         random_frozen=False):
+  out = []
+  for split in splits:
+    for seed in seeds:
+      for half in 'AB':
+        out.append((split, 'base', half, half, 0, seed))
+      for treatment in treatments:
+        for n in layers:
+          for source, target in (('A', 'B'), ('B', 'A')):
+            if treatment.startswith('selffer'):
+              source = target
+            out.append((split, treatment, source, target, n, seed))
+  if random_frozen:
+    for seed in seeds:
+      out.append(('all', 'base', 'all', 'all', 0, seed))
+      out += [('all', 'random_frozen', '', 'all', n, seed) for n in layers]
+  return [(*key, accuracy(*key)) for key in sorted(set(out))]
+
+
+def write_results(workdir, table, dataset='fashion_mnist'):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
+    writer = csv.writer(f, lineterminator='\n')
+    writer.writerow(report.COLUMNS)
+    for i, (split, treatment, source, target, n, seed, acc) in enumerate(table):
+      writer.writerow([f'r{i}', split, treatment, source, target, n, seed,
+                       repr(acc - 0.01), repr(min(acc + 0.1, 1.0)), repr(acc),
+                       100, 1.5])
+  if dataset:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump({'dataset': dataset, 'seeds': [0]}, f)
+  return str(workdir)
+
+
+def verdicts(result):
+  return {f['id']: f['holds'] for f in result['findings']}
+
+
+def test_paper_shaped_results_show_all_six_findings(tmp_path):
+  table = rows(paper_like, splits=('random:0', 'm_n'), random_frozen=True)
+  result = report.write_report(write_results(tmp_path, table))
+  assert [f['id'] for f in result['findings']] == [1, 2, 3, 4, 5, 6]
+  assert verdicts(result) == {i: True for i in range(1, 7)}
+  names = sorted(os.listdir(tmp_path / 'report'))
+  assert names == ['figure2.png', 'figure2.svg', 'figure3.png', 'findings.json',
+                   'findings.md', 'generality.md', 'table1.md']
+  with open(tmp_path / 'report' / 'findings.json') as f:
+    assert json.load(f) == result
+  evidence = result['findings'][3]['evidence']
+  assert 'AnB+ > base at 7/7 n, mean gain +1.50%' in evidence
+  assert '3 seeds' in evidence and 'single seed' not in evidence
+
+
+@pytest.mark.parametrize('gain, holds', [(-0.004, False), (0.004, True)])
+def test_finding4_follows_the_sign_of_every_anb_plus_gain(tmp_path, gain, holds):
+  def accuracy(split, treatment, source, target, n, seed):
+    base = paper_like(split, 'base', target, target, 0, seed)
+    return base + gain + 0.001 * seed if treatment == 'transfer_ft' else base
+  table = rows(accuracy, treatments=('transfer_ft',))
+  result = report.write_report(write_results(tmp_path, table))
+  assert verdicts(result)[4] is holds
+  assert f'at {7 if holds else 0}/7 n' in result['findings'][3]['evidence']
+
+
+def test_one_layer_below_base_fails_finding4(tmp_path):
+  def accuracy(split, treatment, source, target, n, seed):
+    base = paper_like(split, 'base', target, target, 0, seed)
+    gain = 0.01 if n != 5 else -0.002
+    return base + gain if treatment == 'transfer_ft' else base
+  result = report.write_report(
+      write_results(tmp_path, rows(accuracy, treatments=('transfer_ft',))))
+  assert verdicts(result)[4] is False
+  assert 'at 6/7 n' in result['findings'][3]['evidence']
+
+
+def test_flat_results_reject_findings_1_2_and_5(tmp_path):
+  flat = lambda *key: BASE + 0.0005 * key[5]
+  table = rows(flat, splits=('random:0', 'm_n'))
+  found = verdicts(report.write_report(write_results(tmp_path, table)))
+  assert found[1] is False and found[2] is False and found[5] is False
+  assert found[3] is True  # BnB+ = base everywhere.
+  assert found[6] is None  # No random frozen filters.
+
+
+def test_large_bnb_plus_gap_fails_finding3(tmp_path):
+  def accuracy(split, treatment, source, target, n, seed):
+    extra = -0.03 if treatment == 'selffer_ft' and n == 4 else 0.0
+    return paper_like(split, treatment, source, target, n, seed) + extra
+  table = rows(accuracy, treatments=('selffer_ft',))
+  result = report.write_report(write_results(tmp_path, table))
+  assert verdicts(result)[3] is False
+  assert 'largest |BnB+ - base| 3.00% at n = 4' in result['findings'][2]['evidence']
+
+
+def test_random_filters_beating_transfer_fails_finding6(tmp_path):
+  def accuracy(split, treatment, source, target, n, seed):
+    if treatment == 'random_frozen':
+      return BASE + 0.001
+    return paper_like(split, treatment, source, target, n, seed)
+  table = rows(accuracy, treatments=('transfer',), random_frozen=True)
+  found = verdicts(report.write_report(write_results(tmp_path, table)))
+  assert found[6] is False
+  assert found[1] is True  # The transfer runs still show specificity.
+
+
+def test_missing_treatments_give_null_verdicts_and_no_curves(tmp_path):
+  table = rows(paper_like, treatments=('transfer_ft',), layers=(1, 3))
+  result = report.write_report(write_results(tmp_path, table))
+  assert verdicts(result) == {1: None, 2: None, 3: None, 4: True, 5: None,
+                              6: None}
+  evidence = {f['id']: f['evidence'] for f in result['findings']}
+  assert 'no AnB (transfer) runs on the random split' in evidence[1]
+  assert 'no BnB (selffer) runs' in evidence[2]
+  assert 'no AnB (transfer) runs on the m/n split' in evidence[5]
+  assert 'no random frozen (random_frozen) runs' in evidence[6]
+  runs, _ = report.read_results(os.path.join(tmp_path, 'results.csv'))
+  assert report.figure_labels(report.figure2(runs, 'fashion_mnist')) == [
+      'base', 'AnB+']
+  assert report.figure_labels(report.figure3(runs, 'fashion_mnist')) == []
+  table1 = (tmp_path / 'report' / 'table1.md').read_text()
+  assert '| n = 1-7 | +1.50% (sd' in table1 and '(only n = 1, 3)' in table1
+  assert '| n = 5-7 | n/a |' in table1
+
+
+def test_figures_draw_what_the_results_hold(tmp_path):
+  table = rows(paper_like, splits=('random:0', 'm_n'), treatments=('transfer',),
+               random_frozen=True)
+  runs, _ = report.read_results(
+      os.path.join(write_results(tmp_path, table), 'results.csv'))
+  assert report.figure_labels(report.figure2(runs)) == ['base', 'AnB']
+  assert report.figure_labels(report.figure3(runs)) == [
+      'baseB (m/n)', 'AnB (m/n)', 'baseA (m/n)', 'BnA (m/n)',
+      'AnB (random split, means)', 'base (all classes)', 'random frozen',
+      'random split: AnB - base', 'm/n split: AnB - base',
+      'random frozen - base']
+  with_paper = report.figure_labels(report.figure2(runs, 'imagenet2012'))
+  assert with_paper == ['base', 'AnB', 'paper base', 'paper BnB', 'paper BnB+',
+                        'paper AnB', 'paper AnB+']
+
+
+def test_single_seed_verdicts_come_from_means_and_say_so(tmp_path):
+  table = rows(paper_like, seeds=(0,))
+  result = report.write_report(write_results(tmp_path, table, dataset=None))
+  found = verdicts(result)
+  assert [found[i] for i in (1, 2, 3, 4)] == [True, True, True, True]
+  for f in result['findings'][:4]:
+    assert findings.SINGLE_SEED in f['evidence']
+  notes = (tmp_path / 'report' / 'findings.md').read_text()
+  assert 'No config.json' in notes
+
+
+def test_rerun_is_byte_identical(tmp_path):
+  table = rows(paper_like, splits=('random:0', 'random:1', 'm_n'),
+               random_frozen=True)
+  workdir = write_results(tmp_path, table, dataset='imagenet2012')
+  names = ('table1.md', 'findings.json', 'findings.md', 'generality.md',
+           'figure2.svg', 'figure2.png', 'figure3.png')
+  report.write_report(workdir)
+  first = {n: (tmp_path / 'report' / n).read_bytes() for n in names}
+  report.write_report(workdir)
+  assert {n: (tmp_path / 'report' / n).read_bytes() for n in names} == first
+  table1 = first['table1.md'].decode()
+  assert '| n = 1-7 | +1.50% (sd 0.' in table1 and '| +1.6% |' in table1
+  generality = first['generality.md'].decode()
+  assert '- below 0.99: first at n = 3' in generality  # 0.79 / 0.80 on both.
+  assert '- below 0.95: first at n = 4' in generality  # m/n: 0.74 / 0.80.
+  assert '- below 0.90: first at n = 5' in generality  # m/n: 0.71 / 0.80.
+
+
+def test_a_header_only_table_gives_all_null(tmp_path):
+  result = report.write_report(write_results(tmp_path, []))
+  assert verdicts(result) == {i: None for i in range(1, 7)}
+  assert (tmp_path / 'report' / 'figure2.png').stat().st_size > 0
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'No results file'),
+    ('', 'is empty'),
+    ('run_id,split,treatment\n', 'lacks the column(s) source'),
+    (','.join(report.COLUMNS) + '\nr0,random:0,base,A,A,0,0,0.5,0.9,x,1,1.0\n',
+     'line 2'),
+    (','.join(report.COLUMNS) + '\nr0,random:0,base,A,A,0,0,0.5,0.9,1.5,1,1.0\n',
+     'best10_top1 outside [0, 1]'),
+    (','.join(report.COLUMNS) + '\nr0,random:0,warp,A,A,0,0,0.5,0.9,0.5,1,1.0\n',
+     "unknown treatment 'warp'"),
+    (','.join(report.COLUMNS) + '\nr0,random:0,transfer,A,A,3,0,0.5,0.9,0.5,1\n',
+     'expected 12 fields'),
+])
+def test_bad_results_raise_user_error(tmp_path, content, message):
+  if content is not None:
+    (tmp_path / 'results.csv').write_text(content)
+  with pytest.raises(UserError, match=message.replace('(', r'\(').replace(
+      ')', r'\)').replace('[', r'\[').replace(']', r'\]')):
+    report.write_report(str(tmp_path))
+
+
+def test_cli_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
+  assert report.main(['report', f'--workdir={tmp_path}']) == 1
+  done = subprocess.run(
+      [sys.executable, '-m', 'tfx_jax.report', f'--workdir={tmp_path}'],
+      capture_output=True, text=True, check=False)
+  assert done.returncode == 1
+  assert done.stderr.startswith('error: No results file')
+  assert len(done.stderr.strip().splitlines()) == 1
+  assert 'Traceback' not in done.stderr
+
+
+def test_cli_writes_the_report(tmp_path, capsys):
+  write_results(tmp_path, rows(paper_like, treatments=('transfer_ft',),
+                               layers=(2,), seeds=(0,)))
+  assert report.main(['report', f'--workdir={tmp_path}']) == 0
+  assert 'findings 1 not testable' in capsys.readouterr().out
+  assert (tmp_path / 'report' / 'table1.md').exists()
+
+
+def test_random_filters_named_by_the_runners_split_meet_their_base(tmp_path):
+  table = rows(paper_like, treatments=('transfer',), random_frozen=True)
+  table = [('random:0' if split == 'all' else split, *rest)
+           for split, *rest in table]
+  found = verdicts(report.write_report(write_results(tmp_path, table)))
+  assert found[6] is True
+
+
+def test_repeated_rows_and_unknown_splits_are_noted(tmp_path):
+  table = rows(paper_like, treatments=('transfer_ft',), layers=(1,), seeds=(0,))
+  table += [table[-1], ('weird', 'base', 'A', 'A', 0, 0, 0.5)]
+  result = report.write_report(write_results(tmp_path, table))
+  assert verdicts(result)[4] is True
+  notes = (tmp_path / 'report' / 'findings.md').read_text()
+  assert '1 repeated row(s)' in notes and 'unknown split(s) weird' in notes
