@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data test-deps demo test clean
 
 setup: $(VENV)/.installed data
 
@@ -14,17 +14,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The offline default dataset: Debian's dataset-fashion-mnist (needs root or sudo).
+# Debian packages: the offline default dataset, and shellcheck for the tests of
+# launch/ (apt needs root or sudo; skipped when already installed).
+APT_GET = $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get
 data:
-	@if [ ! -f $(FMNIST) ]; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
-	fi
+	@[ -f $(FMNIST) ] || { $(APT_GET) update -qq && $(APT_GET) install -y -qq dataset-fashion-mnist; }
+
+test-deps:
+	@command -v shellcheck >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq shellcheck; }
 
 demo: setup
 	$(PY) -m tfx_jax.main --config=configs/default.py
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest -q
 
 clean:

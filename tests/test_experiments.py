@@ -38,6 +38,15 @@ def test_only_and_targets_keep_needed_bases():
   assert [r.run_id for r in runs] == ['m_n-baseA-s0', 'm_n-A2B-s0', 'm_n-A5B-s0']
 
 
+def test_flag_given_name_lists_are_split():
+  assert experiments.names(['transfer,selffer_ft', '(base,)', "('B', 'A')"]) == (
+      'transfer', 'selffer_ft', 'base', 'B', 'A')
+  runs = experiments.grid('transfer', 'm_n', seeds=(0,), layers=(2,),
+                          only=('(transfer,)',), targets=('B,A',))
+  assert [r.run_id for r in runs] == ['m_n-baseB-s0', 'm_n-baseA-s0', 'm_n-A2B-s0',
+                                      'm_n-B2A-s0']
+
+
 def test_random_filters_grid():
   runs = experiments.grid('random_filters', 'all', seeds=(0,), layers=LAYERS)
   assert runs[0].run_id == 'all-baseall-s0'

@@ -25,8 +25,9 @@ class RunCheckpoints:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=True, create=True))
 
-  def save(self, step: int, state: Any, data_state: Any, meta: dict) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
+  def save(self, step: int, state: Any, data_state: Any, meta: dict, *,
+           force: bool = False) -> None:
+    self._manager.save(step, force=force, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import zlib
 from collections.abc import Sequence
 
@@ -70,6 +71,13 @@ class RunSpec:
     return zlib.crc32(self.run_id.encode()) & 0x7FFFFFFF
 
 
+def names(values: Sequence[str]) -> tuple[str, ...]:
+  """Names from a flag-given tuple: ml_collections reads `--config.only=a,b` or
+  `(a,)` as ONE string, so split on commas and drop brackets and quotes."""
+  return tuple(part for value in values
+               for part in re.split(r'[\s,()\[\]\'"]+', value) if part)
+
+
 def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int],
          only: Sequence[str] = (), targets: Sequence[str] = ('B', 'A')) -> list[RunSpec]:
   """Every run, bases first, then by seed, n, target and treatment.
@@ -80,6 +88,7 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
     raise UserError(f'Unknown experiment {experiment!r}; known: '
                     f'{", ".join(EXPERIMENTS)}.')
   allowed = EXPERIMENTS[experiment]
+  only, targets = names(only), names(targets)
   bad = [t for t in only if t not in allowed]
   if bad:
     raise UserError(f'config.only names {bad}, not treatments of the '

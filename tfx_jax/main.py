@@ -13,7 +13,7 @@ import jax
 from ml_collections import config_flags
 
 from tfx_jax import config as config_lib
-from tfx_jax import report, runner
+from tfx_jax import preemption, report, runner
 from tfx_jax.errors import UserError
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
@@ -23,12 +23,21 @@ flags.DEFINE_string('workdir', None, 'Where runs, results and the report go '
 flags.DEFINE_string('coordinator_address', None, 'jax.distributed: host:port of process 0.')
 flags.DEFINE_integer('num_processes', None, 'jax.distributed: number of processes.')
 flags.DEFINE_integer('process_id', None, 'jax.distributed: this process index.')
-flags.DEFINE_bool('verbose', False, 'Show Python tracebacks for input errors.')
+flags.DEFINE_string('compilation_cache', '~/.cache/tfx_jax/xla', 'Persistent XLA '
+                    'compilation cache directory; empty to disable.')
+flags.DEFINE_bool('verbose', False, 'Show library logs, and Python tracebacks '
+                  'for input errors.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+  if not FLAGS.verbose:
+    logging.set_verbosity(logging.WARNING)  # Orbax and JAX log much at INFO.
+  if FLAGS.compilation_cache:
+    # Compiled steps persist across processes: resumes and reruns skip compiling.
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
   if FLAGS.coordinator_address or FLAGS.num_processes:
@@ -100,6 +109,9 @@ def _parse_flags(argv):
 def run():
   try:
     app.run(main, flags_parser=_parse_flags)
+  except preemption.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(preemption.EXIT_CODE)
   except UserError as e:
     if FLAGS.verbose:
       raise

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from tfx_jax import (checkpoints, experiments, files, input_pipeline, models,
-                     optim, splits, surgery, tensorboard, train)
+                     optim, preemption, splits, surgery, tensorboard, train)
 from tfx_jax.config import RESULT_FIELDS
 from tfx_jax.errors import UserError
 
@@ -91,6 +91,8 @@ class Grid:
     self.timers = Timers()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
     self._step_seconds, self._steps_done = 0.0, 0
+    self.preemption = preemption.Watch()
+    self.steps_taken = 0  # Over the whole grid: the preemption sync counter.
 
   # Compiled functions, shared by every run with the same shapes and cut.
   def optimizer(self, params, frozen_n: int):
@@ -207,6 +209,16 @@ class Grid:
           pending.append(metrics)
           step += 1
           seg_steps += 1
+          self.steps_taken += 1
+        if self.preemption.reached(self.steps_taken):
+          with self.timers('io'):
+            if writer:
+              last = jax.device_get(pending[-1])
+              writer.write(step, 'train', {k: float(v) for k, v in last.items()})
+            wall += time.perf_counter() - seg_start
+            ckpts.save(step, state, data.get_state(),
+                       {'history': history, 'wall_s': wall}, force=True)
+          raise preemption.Preempted(spec.run_id, step)
         is_eval = step % c.eval_every == 0 or step == c.total_steps
         if not (is_eval or step % c.log_every == 0):
           continue
@@ -345,11 +357,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   grid.log(f'{len(grid.specs)} runs in {workdir} ({len(grid.specs) - len(todo)} '
            f'finished); {jax.device_count()} devices, global batch '
            f'{config.batch_size}, {config.total_steps} steps each.')
-  for index, spec in enumerate(grid.specs):
-    if grid.finished(spec):
-      continue
-    grid.run_one(index, spec)
-    grid.write_results()
+  try:
+    for index, spec in enumerate(grid.specs):
+      if grid.finished(spec):
+        continue
+      grid.run_one(index, spec)
+      grid.write_results()
+  finally:
+    grid.preemption.close()
   path = grid.write_results()
   grid.log(f'Done: {len(grid.specs)} runs, results in {path}. '
            f'Wall time {_fmt_time(time.perf_counter() - start)}; this process: '

@@ -1,0 +1,110 @@
+"""Preemption and crashes lose nothing: SIGTERM, SIGKILL at random moments, and
+corrupted checkpoints all end in the numbers of an uninterrupted run."""
+
+import glob
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results
+
+SUBSET = '--config.layers=(2,5)'  # 10 of the runlocal grid's 30 runs.
+
+
+def start(workdir, *extra):
+  """The CLI in the background, its stderr in WORKDIR.stderr (a pipe could fill)."""
+  stderr = open(f'{workdir}.stderr', 'w')
+  proc = subprocess.Popen(
+      cli_command(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.report=false',
+                  *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+  stderr.close()
+  return proc
+
+
+def stderr_of(workdir):
+  with open(f'{workdir}.stderr') as f:
+    return f.read()
+
+
+def wait_for(path, proc, timeout=240):
+  deadline = time.time() + timeout
+  while not os.path.exists(path):
+    assert proc.poll() is None, proc.args
+    assert time.time() < deadline, f'{path} never appeared'
+    time.sleep(0.05)
+
+
+def finish_and_compare(workdir, reference, *extra):
+  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', *extra)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = results(workdir)
+  for run_id, row in rows.items():
+    assert [row[k] for k in NUMBERS] == [reference[run_id][k] for k in NUMBERS], run_id
+  assert not glob.glob(os.path.join(workdir, '**', '*.tmp'), recursive=True)
+  return rows, result
+
+
+def test_sigterm_saves_at_the_current_step_and_resumes(runlocal_grid, tmp_path):
+  workdir = str(tmp_path)
+  proc = start(workdir, '--config.layers=(2,)')
+  run = os.path.join(workdir, 'runs', 'm_n-B2B-s0')
+  wait_for(os.path.join(run, 'checkpoints', '8'), proc)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=120)
+  stderr = stderr_of(workdir)
+  assert proc.returncode == 143, stderr[-2000:]
+  match = re.search(r'Preempted \(SIGTERM\) in run (\S+) at step (\d+); its checkpoint '
+                    r'is saved\. Run the same command again to resume\.', stderr)
+  assert match, stderr[-2000:]
+  run_id, step = match.group(1), int(match.group(2))
+  assert os.path.isdir(os.path.join(workdir, 'runs', run_id, 'checkpoints', str(step)))
+  assert not os.path.exists(os.path.join(workdir, 'runs', run_id, 'result.json'))
+  rows, result = finish_and_compare(workdir, results(runlocal_grid[0]),
+                                    '--config.layers=(2,)')
+  assert f'resuming {run_id} from step {step}' in result.stdout
+  assert len(rows) == 6
+
+
+def test_sigkill_at_three_random_moments(runlocal_grid, tmp_path):
+  workdir = str(tmp_path)
+  moments = random.Random(20141108).sample(range(40, 200), 3)  # x 0.1 s
+  for moment in moments:
+    proc = start(workdir, SUBSET)
+    try:
+      proc.wait(timeout=moment / 10)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+    else:
+      pytest.fail('the grid finished before it could be killed')
+  rows, _ = finish_and_compare(workdir, results(runlocal_grid[0]), SUBSET)
+  assert len(rows) == 10  # No row lost, none duplicated.
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'missing'])
+def test_corrupted_latest_checkpoint_falls_back(runlocal_grid, tmp_path, damage):
+  workdir = str(tmp_path)
+  proc = start(workdir, '--config.layers=(2,)', '--config.only=(transfer,)')
+  checkpoints = os.path.join(workdir, 'runs', 'm_n-A2B-s0', 'checkpoints')
+  wait_for(os.path.join(checkpoints, '16'), proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  damaged = [f for f in glob.glob(os.path.join(checkpoints, '16', 'state', '**', '*'),
+                                  recursive=True) if os.path.isfile(f)]
+  assert damaged
+  for path in damaged:
+    if damage == 'missing':
+      os.remove(path)
+    else:
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  rows, result = finish_and_compare(workdir, results(runlocal_grid[0]),
+                                    '--config.layers=(2,)', '--config.only=(transfer,)')
+  assert 'resuming m_n-A2B-s0 from step 8' in result.stdout
+  assert 'unreadable' in result.stderr and os.path.isdir(os.path.join(checkpoints, 'corrupt-16'))
+  assert set(rows) == {'m_n-baseA-s0', 'm_n-A2B-s0'}
