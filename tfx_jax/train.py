@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tfx_jax import surgery
+from tfx_jax.errors import UserError
 
 DATA_AXIS = 'data'
 
@@ -56,7 +57,7 @@ def global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   if batch_size % mesh.size:
-    raise ValueError(
+    raise UserError(
         f'batch_size {batch_size} is not divisible by the {mesh.size} devices; '
         f'use a multiple of {mesh.size}.')
 
