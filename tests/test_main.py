@@ -20,7 +20,7 @@ def test_runlocal_grid_has_a_row_per_treatment_and_n(runlocal_grid):
     assert 0 <= top1 <= top5 <= 1 and 0 < best10 <= 1
   # Base B (4 footwear/bag classes) learns well above chance even in 24 steps.
   assert float(rows['m_n-baseB-s0']['top1']) > 0.5
-  assert 'grid ETA' in result.stdout and 'Done: 30 runs' in result.stdout
+  assert 'grid ETA' in result.stdout and 'Done: results in' in result.stdout
   run = os.path.join(workdir, 'runs', 'm_n-A3B-s0')
   with open(os.path.join(run, 'metrics.jsonl')) as f:
     evals = [line for line in f if '"eval"' in line]
@@ -35,7 +35,8 @@ def test_rerun_of_finished_workdir_trains_nothing(runlocal_grid):
     before = f.read()
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert '(30 finished)' in result.stdout and ' step ' not in result.stdout
+  assert '30 runs in' in result.stdout and ', 30 finished;' in result.stdout
+  assert ' step ' not in result.stdout
   with open(os.path.join(workdir, 'results.csv'), 'rb') as f:
     assert f.read() == before
 

@@ -62,14 +62,17 @@ class RunCheckpoints:
     self._manager.close()
 
 
-def load_params(directory: str, like_params: Any) -> Any:
-  """The params of the newest checkpoint in `directory`, placed like `like_params`."""
+def load_params(directory: str, step: int, like_params: Any) -> Any:
+  """The params of checkpoint `step` in `directory`, placed like `like_params`.
+
+  The step is explicit: on several processes, "the latest" could differ
+  between them while the last save is being finalised.
+  """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
   # A fresh manager: partial restore fails on the manager that saved.
   with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {directory}.')
+    if step not in manager.all_steps():
+      raise FileNotFoundError(f'No checkpoint of step {step} in {directory}.')
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             item={'params': abstract}, partial_restore=True,

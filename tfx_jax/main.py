@@ -20,6 +20,8 @@ config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
                                 'file.py:key=value,flag', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where runs, results and the report go '
                     '(default: runs/<config file name>).')
+flags.DEFINE_bool('multihost', False, 'Start jax.distributed with auto-detection '
+                  '(every worker of a TPU VM pod slice, or SLURM).')
 flags.DEFINE_string('coordinator_address', None, 'jax.distributed: host:port of process 0.')
 flags.DEFINE_integer('num_processes', None, 'jax.distributed: number of processes.')
 flags.DEFINE_integer('process_id', None, 'jax.distributed: this process index.')
@@ -40,9 +42,11 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
     raise UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
-  if FLAGS.coordinator_address or FLAGS.num_processes:
+  if FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes:
+    # Collectives between processes on CPU need gloo; GPUs and TPUs ignore it.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+                               FLAGS.process_id)  # None: auto-detect (TPU VM, SLURM).
   try:
     config = FLAGS.config
     config.get('dataset')  # A config file that failed to load raises on use.
@@ -52,8 +56,8 @@ def main(argv):
       flags.FLAGS['config'].config_filename))[0]
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
-  runner.run(config, workdir)
-  if config.report and jax.process_index() == 0:
+  complete = runner.run(config, workdir)
+  if complete and config.report and jax.process_index() == 0:
     report.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tfx_jax import (checkpoints, experiments, files, input_pipeline, models,
                      optim, preemption, splits, surgery, tensorboard, train)
@@ -84,6 +86,9 @@ class Grid:
       raise UserError(f'batch_size {config.batch_size} is not divisible by the '
                       f'{jax.process_count()} processes.')
     train.check_batch_size(config.eval_batch_size, self.mesh)
+    if not 0 <= config.sweep.shard < config.sweep.num_shards:
+      raise UserError(f'sweep.shard must be in 0..{config.sweep.num_shards - 1} '
+                      f'(sweep.num_shards - 1), got {config.sweep.shard}.')
     self.local_batch = config.batch_size // jax.process_count()
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
     self.specs = experiments.grid(config.experiment, config.split, config.seeds,
@@ -138,7 +143,28 @@ class Grid:
     return os.path.join(self.workdir, 'runs', spec.run_id)
 
   def finished(self, spec: experiments.RunSpec) -> bool:
-    return os.path.exists(os.path.join(self.run_dir(spec), 'result.json'))
+    """Whether the run has its result.json; process 0 decides for all."""
+    done = os.path.exists(os.path.join(self.run_dir(spec), 'result.json'))
+    if jax.process_count() > 1:
+      done = bool(multihost_utils.broadcast_one_to_all(np.array(done)))
+    return done
+
+  def wait_for(self, base: experiments.RunSpec, index: int) -> None:
+    """Poll until another shard has finished `base`; a clear error on timeout."""
+    sweep = self.config.sweep
+    owner = self.specs.index(base) % sweep.num_shards
+    deadline = time.time() + sweep.wait_minutes * 60
+    self.log(f'[{index + 1}/{len(self.specs)}] waiting for base {base.run_id} '
+             f'(sweep shard {owner}) to finish...')
+    while not self.finished(base):
+      if time.time() > deadline:
+        raise UserError(
+            f'Waited {sweep.wait_minutes} minutes for base {base.run_id}, which '
+            f'sweep shard {owner} trains; start that shard (or raise '
+            f'--config.sweep.wait_minutes), then run this command again.')
+      if self.preemption.reached(self.steps_taken):
+        raise preemption.Preempted(base.run_id, 0)
+      time.sleep(sweep.poll_seconds)
 
   def init_params(self, spec: experiments.RunSpec, model):
     return models.init_params(model, jax.random.PRNGKey(spec.init_seed),
@@ -155,7 +181,8 @@ class Grid:
                           jax.eval_shape(lambda: self.init_params(base, model)))
       with self.timers('io'):
         self._bases[base.run_id] = checkpoints.load_params(
-            os.path.join(self.run_dir(base), 'checkpoints'), like)
+            os.path.join(self.run_dir(base), 'checkpoints'), self.config.total_steps,
+            like)
     return self._bases[base.run_id]
 
   def eta(self, remaining_steps: int) -> str:
@@ -257,6 +284,8 @@ class Grid:
         ckpts.close()
         if writer:
           writer.close()
+    if jax.process_count() > 1:  # Every process sees the final checkpoint.
+      multihost_utils.sync_global_devices(f'finished {spec.run_id}')
     last = history[-1]
     result = {'run_id': spec.run_id, 'split': spec.split, 'treatment': spec.treatment,
               'source': spec.source, 'target': spec.target, 'n': spec.n,
@@ -268,17 +297,25 @@ class Grid:
     return result
 
   def write_results(self) -> str:
-    """WORKDIR/results.csv: a row per finished run, in grid order."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator='\n')
-    writer.writerow(experiments.RESULT_COLUMNS)
-    for spec in self.specs:
-      if self.finished(spec):
-        with open(os.path.join(self.run_dir(spec), 'result.json')) as f:
-          result = json.load(f)
-        writer.writerow([_csv_value(result[k]) for k in experiments.RESULT_COLUMNS])
+    """WORKDIR/results.csv: a row per finished run, in grid order.
+
+    Rebuilt from the runs' result.json files under a lock, so sweep shards
+    sharing the workdir never drop each other's rows.
+    """
     path = os.path.join(self.workdir, 'results.csv')
-    if self.is_main:
+    if not self.is_main:
+      return path
+    with open(os.path.join(self.workdir, '.results.lock'), 'w') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      out = io.StringIO()
+      writer = csv.writer(out, lineterminator='\n')
+      writer.writerow(experiments.RESULT_COLUMNS)
+      for spec in self.specs:
+        result_file = os.path.join(self.run_dir(spec), 'result.json')
+        if os.path.exists(result_file):
+          with open(result_file) as f:
+            result = json.load(f)
+          writer.writerow([_csv_value(result[k]) for k in experiments.RESULT_COLUMNS])
       files.atomic_write(path, out.getvalue())
     return path
 
@@ -325,7 +362,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Create the workdir and snapshot the config; refuse a different config."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write-test')
+    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -347,26 +384,35 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     files.atomic_write_json(path, snapshot)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Run (or resume) every run of `config` in `workdir`; returns results.csv."""
+def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
+  """Run (or resume) this sweep shard's runs of `config` in `workdir`.
+
+  Returns whether the whole grid is finished (every shard's runs).
+  """
   start = time.perf_counter()
   grid = Grid(config, workdir)
   input_pipeline.check_prepared(config.dataset, config.data_dir)
   prepare_workdir(config, workdir)
-  todo = [s for s in grid.specs if not grid.finished(s)]
-  grid.log(f'{len(grid.specs)} runs in {workdir} ({len(grid.specs) - len(todo)} '
-           f'finished); {jax.device_count()} devices, global batch '
+  shards, shard = config.sweep.num_shards, config.sweep.shard
+  mine = [i for i in range(len(grid.specs)) if i % shards == shard]
+  todo = [i for i in mine if not grid.finished(grid.specs[i])]
+  part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
+  grid.log(f'{len(grid.specs)} runs in {workdir}{part}, {len(mine) - len(todo)} '
+           f'finished; {jax.device_count()} devices, global batch '
            f'{config.batch_size}, {config.total_steps} steps each.')
   try:
-    for index, spec in enumerate(grid.specs):
-      if grid.finished(spec):
-        continue
+    for index in todo:
+      spec = grid.specs[index]
+      if spec.base and not grid.finished(spec.base):
+        grid.wait_for(spec.base, index)
       grid.run_one(index, spec)
       grid.write_results()
   finally:
     grid.preemption.close()
   path = grid.write_results()
-  grid.log(f'Done: {len(grid.specs)} runs, results in {path}. '
-           f'Wall time {_fmt_time(time.perf_counter() - start)}; this process: '
+  left = sum(not grid.finished(s) for s in grid.specs)
+  grid.log(f'Done{part}: results in {path}'
+           + (f' ({left} runs of other shards still unfinished)' if left else '')
+           + f'. Wall time {_fmt_time(time.perf_counter() - start)}; this process: '
            f'{grid.timers.summary()}.')
-  return path
+  return not left
