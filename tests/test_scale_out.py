@@ -51,12 +51,20 @@ def test_two_processes_match_one_process(tmp_path):
 def test_concurrent_sweep_shards_equal_one_process(runlocal_grid, tmp_path):
   args = ('--config=configs/m_n_split.py:dataset=fashion_mnist,runlocal',
           '--config.layers=(2,4)', '--config.sweep.num_shards=2', '--config.sweep.poll_seconds=0.2')
+  # Shard 1 alone trains baseA, then waits in vain for baseB (shard 0's).
+  alone = launch((*args, '--config.sweep.shard=1', '--config.sweep.wait_minutes=0.02'),
+                 tmp_path / 'w', 4, tmp_path / 'alone.log')
+  assert alone.wait(timeout=300) == 2
+  log = (tmp_path / 'alone.log').read_text()
+  assert 'waiting for base m_n-baseB-s0 (sweep shard 0)' in log
+  assert ('error: Waited 0.02 minutes for base m_n-baseB-s0, which sweep shard 0 trains; '
+          'start that shard') in log
+  assert os.path.exists(tmp_path / 'w' / 'runs' / 'm_n-baseA-s0' / 'result.json')
+  # Both shards together finish the grid, with the numbers of one process.
   shards = [launch((*args, f'--config.sweep.shard={i}'), tmp_path / 'w', 4,
                    tmp_path / f'shard{i}.log') for i in range(2)]
   for i, proc in enumerate(shards):
     assert proc.wait(timeout=300) == 0, (tmp_path / f'shard{i}.log').read_text()[-3000:]
-  logs = [(tmp_path / f'shard{i}.log').read_text() for i in range(2)]
-  assert 'waiting for base' in ''.join(logs)  # A transfer waited for the other shard's base.
   rows, reference = results(tmp_path / 'w'), results(runlocal_grid[0])
   assert len(rows) == 10
   for run_id, row in rows.items():
