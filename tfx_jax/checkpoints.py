@@ -7,19 +7,20 @@ transplant that needs them; see `load_params`.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from tfx_jax import files
+
 
 class RunCheckpoints:
   """Save and resume one run: state, data iterator and metadata together."""
 
   def __init__(self, directory: str, *, keep: int = 2):
-    self.directory = os.path.abspath(directory)
+    self.directory = os.path.abspath(directory) if files.is_local(directory) else directory
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -49,8 +50,7 @@ class RunCheckpoints:
         logging.warning('Checkpoint %s/%d is unreadable (%s: %s); moved to %s, '
                         'trying the previous one.', self.directory, step,
                         type(e).__name__, str(e).splitlines()[0][:200], aside)
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(os.path.join(self.directory, str(step)), aside)
+        files.move(os.path.join(self.directory, str(step)), aside)
         self._manager.reload()
     return None
 
@@ -70,7 +70,9 @@ def load_params(directory: str, step: int, like_params: Any) -> Any:
   """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
   # A fresh manager: partial restore fails on the manager that saved.
-  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+  if files.is_local(directory):
+    directory = os.path.abspath(directory)
+  with ocp.CheckpointManager(directory) as manager:
     if step not in manager.all_steps():
       raise FileNotFoundError(f'No checkpoint of step {step} in {directory}.')
     restored = manager.restore(step, args=ocp.args.Composite(

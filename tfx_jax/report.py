@@ -52,11 +52,11 @@ def read_results(path: str) -> tuple[list[Run], list[str]]:
 
   Raises UserError, naming the file and line, if it is missing or malformed.
   """
-  if not os.path.isfile(path):
+  if not files.exists(path):
     raise UserError(f'No results file at {path}: run the grid first (it writes '
                     f'results.csv into its workdir), or pass that --workdir.')
   try:
-    with open(path, newline='', encoding='utf-8') as f:
+    with io.StringIO(files.read_text(path), newline='') as f:
       reader = csv.DictReader(f)
       if reader.fieldnames is None:
         raise UserError(f'{path} is empty; expected the header '
@@ -126,11 +126,10 @@ def _parse(row: dict, where: str) -> Run:
 def read_dataset(workdir: str) -> tuple[str | None, list[str]]:
   """config.json's "dataset" (None without one), and a note when unreadable."""
   path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  if not files.exists(path):
     return None, ['No config.json: dataset unknown, no paper overlay.']
   try:
-    with open(path, encoding='utf-8') as f:
-      dataset = json.load(f).get('dataset')
+    dataset = json.loads(files.read_text(path)).get('dataset')
   except (OSError, ValueError, AttributeError) as e:
     return None, [f'config.json unreadable ({type(e).__name__}): dataset '
                   f'unknown, no paper overlay.']
@@ -470,7 +469,7 @@ def write_report(workdir: str) -> dict:
   found = fnd.evaluate(runs)
   result = {'findings': [f.as_dict() for f in found]}
   out = os.path.join(workdir, REPORT_DIR)
-  os.makedirs(out, exist_ok=True)
+  files.makedirs(out)
   texts = {
       'findings.json': json.dumps(result, indent=2) + '\n',
       'findings.md': findings_markdown(found, runs, dataset,

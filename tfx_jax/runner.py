@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import json
 import math
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 from tfx_jax import (checkpoints, experiments, files, input_pipeline, models,
@@ -144,7 +144,7 @@ class Grid:
 
   def finished(self, spec: experiments.RunSpec) -> bool:
     """Whether the run has its result.json; process 0 decides for all."""
-    done = os.path.exists(os.path.join(self.run_dir(spec), 'result.json'))
+    done = files.exists(os.path.join(self.run_dir(spec), 'result.json'))
     if jax.process_count() > 1:
       done = bool(multihost_utils.broadcast_one_to_all(np.array(done)))
     return done
@@ -305,16 +305,14 @@ class Grid:
     path = os.path.join(self.workdir, 'results.csv')
     if not self.is_main:
       return path
-    with open(os.path.join(self.workdir, '.results.lock'), 'w') as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
+    with files.lock(os.path.join(self.workdir, '.results.lock')):
       out = io.StringIO()
       writer = csv.writer(out, lineterminator='\n')
       writer.writerow(experiments.RESULT_COLUMNS)
       for spec in self.specs:
         result_file = os.path.join(self.run_dir(spec), 'result.json')
-        if os.path.exists(result_file):
-          with open(result_file) as f:
-            result = json.load(f)
+        if files.exists(result_file):
+          result = json.loads(files.read_text(result_file))
           writer.writerow([_csv_value(result[k]) for k in experiments.RESULT_COLUMNS])
       files.atomic_write(path, out.getvalue())
     return path
@@ -339,41 +337,37 @@ class MetricsWriter:
 
   def __init__(self, run_dir: str, start_step: int):
     self.path = os.path.join(run_dir, 'metrics.jsonl')
-    if os.path.exists(self.path):  # Drop lines past the resumed checkpoint.
-      with open(self.path) as f:
-        kept = [l for l in f if l.strip() and json.loads(l)['step'] <= start_step]
-      files.atomic_write(self.path, ''.join(kept))
-    self._jsonl = open(self.path, 'a')
+    if files.exists(self.path):  # Drop lines past the resumed checkpoint.
+      lines = files.read_text(self.path).splitlines(keepends=True)
+      files.atomic_write(self.path, ''.join(
+          l for l in lines if l.strip() and json.loads(l)['step'] <= start_step))
     self._tb = tensorboard.SummaryWriter(os.path.join(run_dir, 'tb'))
 
   def write(self, step: int, kind: str, metrics: dict) -> None:
-    self._jsonl.write(json.dumps({'step': step, 'kind': kind, **metrics}) + '\n')
-    self._jsonl.flush()
+    files.append(self.path, (json.dumps({'step': step, 'kind': kind, **metrics})
+                             + '\n').encode())
     for name, value in metrics.items():
       self._tb.scalar(f'{kind}/{name}', value, step)
     self._tb.flush()
 
   def close(self) -> None:
-    self._jsonl.close()
     self._tb.close()
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Create the workdir and snapshot the config; refuse a different config."""
   try:
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    files.atomic_write(probe, 'ok')
+    epath.Path(probe).unlink()
   except OSError as e:
     raise UserError(f'Cannot write to workdir {workdir!r} ({e.strerror}); choose a '
                     f'writable --workdir.') from None
   snapshot = json.loads(config.to_json_best_effort())
   path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if files.exists(path):
+    old = json.loads(files.read_text(path))
     differ = [k for k in RESULT_FIELDS if old.get(k) != snapshot.get(k)]
     if differ:
       raise UserError(

@@ -11,6 +11,8 @@ import socket
 import struct
 import time
 
+from tfx_jax import files
+
 
 def _crc32c_table() -> list[int]:
   table = []
@@ -65,21 +67,24 @@ class SummaryWriter:
   """Appends scalar events to a new events file in `logdir`."""
 
   def __init__(self, logdir: str):
-    os.makedirs(logdir, exist_ok=True)
+    files.makedirs(logdir)
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
-    self._file = open(os.path.join(logdir, name), 'wb')
+    self._path = os.path.join(logdir, name)
+    self._pending = []
     self._write(_event(0, file_version='brain.Event:2'))
 
   def _write(self, record: bytes) -> None:
     header = struct.pack('<Q', len(record))
-    self._file.write(header + struct.pack('<I', _masked_crc32c(header)) + record
-                     + struct.pack('<I', _masked_crc32c(record)))
+    self._pending.append(header + struct.pack('<I', _masked_crc32c(header)) + record
+                         + struct.pack('<I', _masked_crc32c(record)))
 
   def scalar(self, tag: str, value: float, step: int) -> None:
     self._write(_event(step, tag=tag, value=float(value)))
 
   def flush(self) -> None:
-    self._file.flush()
+    if self._pending:
+      files.append(self._path, b''.join(self._pending))
+      self._pending = []
 
   def close(self) -> None:
-    self._file.close()
+    self.flush()
