@@ -265,3 +265,19 @@ def test_repeated_rows_and_unknown_splits_are_noted(tmp_path):
   assert verdicts(result)[4] is True
   notes = (tmp_path / 'report' / 'findings.md').read_text()
   assert '1 repeated row(s)' in notes and 'unknown split(s) weird' in notes
+
+
+def test_figure2_base_is_the_base_of_the_target_halves(tmp_path):
+  """A grid trained towards B alone: baseA is only a source, not the reference."""
+  rows = [('random:0', 'base', 'A', 'A', 0, 0, 0.95), ('random:0', 'base', 'B', 'B', 0, 0, 0.80)]
+  rows += [('random:0', 'transfer', 'A', 'B', n, 0, 0.80 - 0.01 * n) for n in range(1, 8)]
+  path = tmp_path / 'results.csv'
+  lines = ['run_id,split,treatment,source,target,n,seed,top1,top5,best10_top1,steps,wall_s']
+  for i, (split, treatment, source, target, n, seed, acc) in enumerate(rows):
+    lines.append(f'r{i},{split},{treatment},{source},{target},{n},{seed},{acc},1.0,{acc},10,1.0')
+  path.write_text('\n'.join(lines) + '\n')
+  runs, _ = report.read_results(str(path))
+  fig = report.figure2(runs)
+  bases = [line for ax in fig.axes for line in ax.get_lines()
+           if line.get_linestyle() == ':' and line.get_color() == 'grey']
+  assert bases and all(abs(line.get_ydata()[0] - 0.80) < 1e-9 for line in bases)

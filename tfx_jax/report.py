@@ -201,6 +201,13 @@ def figure2(runs: Sequence[Run], dataset: str | None = None) -> Figure:
   top, bottom = fig.subplots(2, 1, sharex=True)
   series = {t: fnd.values_by_n(runs, t, family) if family else {}
             for t in FIGURE2_TREATMENTS}
+  # The bases the curves are measured against: those of the transfers' target
+  # halves (a grid trained towards B alone has baseA only as a source).
+  targets = {r.target for t in FIGURE2_TREATMENTS[1:] if family
+             for r in fnd.select(runs, t, family)}
+  if targets:
+    series['base'] = {0: sorted(v for t in sorted(targets) for v in
+                                fnd.values_by_n(runs, 'base', family, target=t).get(0, []))}
   base = series['base'].get(0)
   for ax in (top, bottom):
     _layer_axis(ax, xlabel=ax is bottom)
