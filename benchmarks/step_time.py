@@ -1,0 +1,262 @@
+"""Train-step time of the `small` preset: tfx_jax against the same net in PyTorch.
+
+  python benchmarks/step_time.py [--json=PATH] [--malloc=tuned|default]
+
+For full training and with the first 1, 3, 5, 7 layers frozen, each framework
+runs in its own process (same thread count, same allocator setting), alternating
+for --rounds rounds; a row is the median of all timed steps after warm-up.
+JAX runs `train.make_train_step` exactly as the runner does (AOT-compiled, state
+donated) and reports compile seconds; PyTorch runs channels-first and
+channels-last and keeps the faster. PyTorch is the `bench` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+CONFIGS = {'full': 0, 'frozen1': 1, 'frozen3': 3, 'frozen5': 5, 'frozen7': 7}
+
+
+def tune_malloc() -> bool:
+  """glibc malloc: one arena, no mmap, no trimming (see docs/benchmarks.md).
+
+  Both frameworks free and re-allocate their large buffers every step; with
+  glibc's defaults those are fresh mmaps, so every step page-faults them in
+  again (about 30k faults per JAX step). Must run before any thread starts.
+  """
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+  except OSError:
+    return False
+  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+  return all([libc.mallopt(m_arena_max, 1), libc.mallopt(m_mmap_max, 0),
+              libc.mallopt(m_trim_threshold, 1 << 30)])
+
+
+def _image_shape(text: str) -> tuple[int, int, int]:
+  return tuple(int(s) for s in text.split(','))
+
+
+def _jax_worker(args) -> dict:
+  import jax
+  import numpy as np
+  from tfx_jax import models, optim, surgery, train
+
+  shape = _image_shape(args.image_shape)
+  model = models.create('small', args.num_classes)
+  params = models.init_params(model, jax.random.PRNGKey(0), shape)
+  mesh = train.make_mesh()
+  rng = np.random.default_rng(0)
+  batch = train.global_batch({
+      'image': rng.normal(size=(args.batch_size, *shape)).astype(np.float32),
+      'label': rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
+  }, mesh)
+  steps, compile_s = {}, {}
+  for config, n in CONFIGS.items():
+    frozen = surgery.first_layers(n)
+    optimizer = optim.make_optimizer(surgery.freeze_labels(params, frozen),
+                                     optim.make_schedule('constant', 0.01, 1000))
+    state = train.create_state(params, optimizer, seed=0, mesh=mesh)
+    start = time.perf_counter()
+    step = train.make_train_step(model, optimizer, frozen, mesh).lower(
+        state, batch).compile()
+    compile_s[config] = time.perf_counter() - start
+    steps[config] = [step, state]
+
+  def run(config):
+    step, state = steps[config]
+    state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    steps[config][1] = state
+
+  return {'ms': _time_configs(run, args), 'compile_s': compile_s,
+          'threads': os.cpu_count(), 'version': jax.__version__,
+          'backend': jax.default_backend()}
+
+
+def _torch_net(torch, in_channels: int, flat: int, num_classes: int):
+  nn = torch.nn
+  conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1)
+  return nn.Sequential(
+      conv(in_channels, 32), nn.ReLU(), nn.MaxPool2d(2),
+      conv(32, 64), nn.ReLU(), nn.MaxPool2d(2),
+      conv(64, 96), nn.ReLU(), conv(96, 96), nn.ReLU(),
+      conv(96, 64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+      nn.Linear(flat, 256), nn.ReLU(), nn.Dropout(0.5),
+      nn.Linear(256, 256), nn.ReLU(), nn.Dropout(0.5),
+      nn.Linear(256, num_classes))
+
+
+def _torch_worker(args) -> dict:
+  import torch
+
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  h, w, c = _image_shape(args.image_shape)
+  flat = 64 * (h // 8) * (w // 8)
+  steps = {}
+  for config, n in CONFIGS.items():
+    for fmt in (torch.contiguous_format, torch.channels_last):
+      net = _torch_net(torch, c, flat, args.num_classes).to(memory_format=fmt)
+      layers = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+      for layer in layers[:n]:
+        layer.requires_grad_(False)
+      # The paper's solver: biases at twice the rate and without weight decay.
+      weights = [l.weight for l in layers[n:]]
+      biases = [l.bias for l in layers[n:]]
+      opt = torch.optim.SGD([{'params': weights, 'weight_decay': 5e-4},
+                             {'params': biases, 'lr': 0.02}],
+                            lr=0.01, momentum=0.9)
+      x = torch.randn(args.batch_size, c, h, w).contiguous(memory_format=fmt)
+      y = torch.randint(0, args.num_classes, (args.batch_size,))
+      steps[(config, fmt)] = (net, opt, x, y)
+
+  def run_one(key):
+    net, opt, x, y = steps[key]
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+
+  # Keep the faster memory format per config, chosen on a short probe.
+  formats = {}
+  for config in CONFIGS:
+    probe = {}
+    for fmt in (torch.contiguous_format, torch.channels_last):
+      for _ in range(args.warmup):
+        run_one((config, fmt))
+      start = time.perf_counter()
+      for _ in range(3):
+        run_one((config, fmt))
+      probe[fmt] = time.perf_counter() - start
+    formats[config] = min(probe, key=probe.get)
+
+  return {'ms': _time_configs(lambda config: run_one((config, formats[config])), args),
+          'formats': {k: 'channels_last' if v == torch.channels_last else 'channels_first'
+                      for k, v in formats.items()},
+          'threads': torch.get_num_threads(), 'version': torch.__version__}
+
+
+def _time_configs(run, args) -> dict[str, list[float]]:
+  """Per config: args.warmup untimed steps, then args.steps timed ones (ms).
+
+  Configs are interleaved in blocks, so a change of machine load mid-run
+  affects them alike.
+  """
+  for config in CONFIGS:
+    for _ in range(args.warmup):
+      run(config)
+  times = {config: [] for config in CONFIGS}
+  block = 4
+  for _ in range(max(1, args.steps // block)):
+    for config in CONFIGS:
+      for _ in range(block):
+        start = time.perf_counter()
+        run(config)
+        times[config].append((time.perf_counter() - start) * 1e3)
+  return times
+
+
+def _machine() -> str:
+  info = {}
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        info.setdefault(key.strip(), value.strip())
+  except OSError:
+    pass
+  model = info.get('model name', platform.processor())
+  if 'cpu family' in info:
+    model += f' (family {info["cpu family"]}, model {info.get("model", "?")})'
+  if 'avx512f' in info.get('flags', '').split():
+    model += ', AVX-512'
+  return f'{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}'
+
+
+def _median(values):
+  values = sorted(values)
+  mid = len(values) // 2
+  return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _run_worker(framework: str, args) -> dict:
+  cmd = [sys.executable, __file__, f'--worker={framework}', f'--malloc={args.malloc}',
+         f'--steps={args.steps}', f'--warmup={args.warmup}',
+         f'--batch_size={args.batch_size}', f'--image_shape={args.image_shape}',
+         f'--num_classes={args.num_classes}']
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--json', help='Also write the results here.')
+  parser.add_argument('--malloc', choices=('tuned', 'default'), default='tuned',
+                      help='glibc allocator setting for both frameworks.')
+  parser.add_argument('--rounds', type=int, default=2,
+                      help='Alternating JAX / PyTorch processes per framework.')
+  parser.add_argument('--steps', type=int, default=12, help='Timed steps per config and round.')
+  parser.add_argument('--warmup', type=int, default=3)
+  parser.add_argument('--batch_size', type=int, default=256)
+  parser.add_argument('--image_shape', default='28,28,1', help='H,W,C')
+  parser.add_argument('--num_classes', type=int, default=5)
+  parser.add_argument('--worker', choices=('jax', 'torch'), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+
+  if args.worker:
+    tuned = args.malloc == 'tuned' and tune_malloc()
+    result = (_jax_worker if args.worker == 'jax' else _torch_worker)(args)
+    result['malloc_tuned'] = tuned
+    print(json.dumps(result))
+    return
+
+  load_before = os.getloadavg()
+  results = {'jax': [], 'torch': []}
+  for _ in range(args.rounds):
+    for framework in results:
+      results[framework].append(_run_worker(framework, args))
+  load_after = os.getloadavg()
+
+  jax_res, torch_res = results['jax'], results['torch']
+  rows = []
+  for config in CONFIGS:
+    rows.append({
+        'config': config,
+        'jax_ms': round(_median([t for r in jax_res for t in r['ms'][config]]), 2),
+        'torch_ms': round(_median([t for r in torch_res for t in r['ms'][config]]), 2),
+    })
+  compile_s = {c: round(_median([r['compile_s'][c] for r in jax_res]), 2) for c in CONFIGS}
+  full_ms = rows[0]['jax_ms']
+  header = (f'small preset, batch {args.batch_size}, {args.image_shape.replace(",", "x")}, '
+            f'fp32; malloc {args.malloc}; JAX {jax_res[0]["version"]} '
+            f'({jax_res[0]["backend"]}, {jax_res[0]["threads"]} threads), '
+            f'PyTorch {torch_res[0]["version"]} ({torch_res[0]["threads"]} threads)')
+  print(header)
+  print(f'machine: {_machine()}; load average {load_before[0]:.2f} before, '
+        f'{load_after[0]:.2f} after')
+  print(f'| config | JAX ms | PyTorch ms | JAX / PyTorch | JAX / JAX full | '
+        f'JAX compile s | PyTorch layout |')
+  print('|---|---|---|---|---|---|---|')
+  for row in rows:
+    c = row['config']
+    print(f'| {c} | {row["jax_ms"]:.1f} | {row["torch_ms"]:.1f} | '
+          f'{row["jax_ms"] / row["torch_ms"]:.2f} | {row["jax_ms"] / full_ms:.2f} | '
+          f'{compile_s[c]:.2f} | {torch_res[0]["formats"][c]} |')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'machine': _machine(), 'rows': rows, 'settings': header,
+                 'jax_compile_s': compile_s,
+                 'load_average': [round(load_before[0], 2), round(load_after[0], 2)]},
+                f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
