@@ -54,6 +54,9 @@ class RunCheckpoints:
         self._manager.reload()
     return None
 
+  def steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

@@ -231,21 +231,20 @@ class Grid:
       pending, seg_start, seg_steps = [], time.perf_counter(), 0
       step = int(state.step)
       while step < c.total_steps:
+        # Checked between steps, where every eval and save of `step` is done.
+        if self.preemption.reached(self.steps_taken):
+          with self.timers('io'):
+            wall += time.perf_counter() - seg_start
+            if step not in ckpts.steps():
+              ckpts.save(step, state, data.get_state(),
+                         {'history': history, 'wall_s': wall}, force=True)
+          raise preemption.Preempted(spec.run_id, step)
         with self.timers('train'):
           state, metrics = step_fn(state, train.global_batch(next(data), self.mesh))
           pending.append(metrics)
           step += 1
           seg_steps += 1
           self.steps_taken += 1
-        if self.preemption.reached(self.steps_taken):
-          with self.timers('io'):
-            if writer:
-              last = jax.device_get(pending[-1])
-              writer.write(step, 'train', {k: float(v) for k, v in last.items()})
-            wall += time.perf_counter() - seg_start
-            ckpts.save(step, state, data.get_state(),
-                       {'history': history, 'wall_s': wall}, force=True)
-          raise preemption.Preempted(spec.run_id, step)
         is_eval = step % c.eval_every == 0 or step == c.total_steps
         if not (is_eval or step % c.log_every == 0):
           continue
