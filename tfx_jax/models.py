@@ -8,7 +8,6 @@ is a plain slice of that tuple.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -96,15 +95,15 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   return nn.max_pool(x, (window, window), strides=(2, 2), padding='VALID')
 
 
-# Non-overlapping 2x2 pooling as a reshape and a max, whose backward XLA CPU
-# compiles far better than reduce_window's select_and_scatter. The backward is
-# written out: the gradient goes to the first maximum of each window, as
-# nn.max_pool's does (jnp.max's own rule splits it among ties and costs a
-# compare, a count and a divide over the full-size input).
+# Non-overlapping 2x2 pooling with a hand-written backward over the reshaped
+# windows, which XLA CPU compiles far better than reduce_window's
+# select_and_scatter (full step 108 -> 67 ms, docs/benchmarks.md). The gradient
+# goes to the first maximum of each window, as nn.max_pool's does (jnp.max's
+# own rule splits it among ties and costs a compare, a count and a divide over
+# the full-size input).
 @jax.custom_vjp
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
-  n, h, w, c = x.shape
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 def _max_pool_2x2_fwd(x):
@@ -132,74 +131,6 @@ def _max_pool_2x2_bwd(res, dy):
 _max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
-def _patches(x: jax.Array, kh: int, kw: int, strides, padding) -> jax.Array:
-  """(N, Ho, Wo, kh*kw*C): every kh x kw input window, in HWIO kernel order."""
-  (sh, sw), ((pt, pb), (pl, pr)) = strides, padding
-  n, h, w, c = x.shape
-  ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  return jnp.concatenate([
-      xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-      for i in range(kh) for j in range(kw)], axis=-1)
-
-
-def _native_conv(x, kernel, strides, padding):
-  return jax.lax.conv_general_dilated(x, kernel, strides, padding,
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def im2col_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
-  """A one-group NHWC/HWIO convolution whose gradient goes through im2col.
-
-  `strides` is (sh, sw), `padding` ((top, bottom), (left, right)). Undifferentiated
-  (frozen layers, evaluation) it is the native convolution, which XLA CPU runs
-  well. Differentiated, the forward is a matmul of the input's patches, kept
-  for the kernel gradient: one large matmul, several times faster on XLA CPU
-  than its native kernel-gradient convolution. The input gradient stays the
-  native (transposed) convolution.
-  """
-  return _native_conv(x, kernel, strides, padding)
-
-
-def _im2col_conv_fwd(x, kernel, strides, padding):
-  kh, kw, c, o = kernel.shape
-  cols = _patches(x, kh, kw, strides, padding)
-  n, ho, wo, k = cols.shape
-  cols = cols.reshape(n * ho * wo, k)
-  y = (cols @ kernel.reshape(k, o)).reshape(n, ho, wo, o)
-  return y, (x, cols, kernel)
-
-
-def _im2col_conv_bwd(strides, padding, res, dy):
-  x, cols, kernel = res
-  o = kernel.shape[-1]
-  dkernel = jax.lax.dot_general(cols, dy.reshape(-1, o), (((0,), (0,)), ((), ())))
-  _, conv_vjp = jax.vjp(lambda x: _native_conv(x, kernel, strides, padding), x)
-  dx, = conv_vjp(dy)
-  return dx, dkernel.reshape(kernel.shape)
-
-
-im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
-
-
-def _conv_cpu(lhs, rhs, window_strides, padding, lhs_dilation=None,
-              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-              precision=None):
-  """lax.conv_general_dilated for nn.Conv: im2col where it applies, else native."""
-  del dimension_numbers  # nn.Conv's default: NHWC, HWIO.
-  if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2],
-                                      window_strides, padding)
-  dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-  if feature_group_count != 1 or dilated:
-    return jax.lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-        ('NHWC', 'HWIO', 'NHWC'), feature_group_count, precision=precision)
-  return im2col_conv(lhs, rhs, tuple(window_strides),
-                     tuple(tuple(p) for p in padding))
-
-
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
                         beta: float = 0.75, k: float = 1.0) -> jax.Array:
   """Caffe's ACROSS_CHANNELS LRN: x / (k + alpha/size * sum_window x^2)^beta."""
@@ -208,25 +139,13 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
   return x / (k + alpha / size * sq) ** beta
 
 
-def default_cpu_ops() -> bool:
-  """Whether ConvNet uses its CPU formulations by default: on a CPU backend."""
-  return jax.default_backend() == 'cpu'
-
-
 class ConvNet(nn.Module):
-  """conv1..conv5, fc6, fc7, fc8 as named submodules; NHWC float input.
-
-  `cpu_ops` (default: on a CPU backend) computes the same function with ops
-  XLA CPU runs faster: convolutions as im2col matmuls. GPUs and TPUs keep
-  native convolutions.
-  """
+  """conv1..conv5, fc6, fc7, fc8 as named submodules; NHWC float input."""
   preset: Preset
   num_classes: int
-  cpu_ops: bool | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    cpu_ops = default_cpu_ops() if self.cpu_ops is None else self.cpu_ops
     for i, spec in enumerate(self.preset.convs, start=1):
       pad = spec.padding
       if isinstance(pad, int):
@@ -234,7 +153,6 @@ class ConvNet(nn.Module):
       x = nn.Conv(spec.features, (spec.kernel, spec.kernel),
                   strides=(spec.stride, spec.stride), padding=pad,
                   feature_group_count=spec.groups,
-                  conv_general_dilated_cls=(lambda: _conv_cpu) if cpu_ops else None,
                   kernel_init=_kernel_init(spec.init_std),
                   bias_init=nn.initializers.constant(spec.bias),
                   name=f'conv{i}')(x)

@@ -6,6 +6,7 @@ donated. One mechanism for one device, many devices and many hosts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
 
@@ -38,6 +39,32 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   # batch-sharded activations (pooling, flatten) need no explicit out_sharding.
   return jax.make_mesh((len(devices),), (DATA_AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+# XLA CPU hands convolutions to YNNPACK by default; their gradients run 1.5-3x
+# slower there than as XLA's own (Eigen) convolutions (docs/benchmarks.md).
+# YNNPACK keeps dots and reductions, where it is fast.
+_CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.join(
+    f'LIBRARY_FUSION_TYPE_{t}' for t in ('DOT', 'REDUCE'))}
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+  """Whether this XLA knows _CPU_OPTIONS (it is an experimental option)."""
+  try:
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+    x = jax.ShapeDtypeStruct((), jnp.float32, sharding=cpu)
+    jax.jit(jnp.sin).lower(x).compile(dict(_CPU_OPTIONS))
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return True
+
+
+def compiler_options(mesh: Mesh) -> dict[str, str] | None:
+  """XLA options for the steps on `mesh`: on CPU, _CPU_OPTIONS where known."""
+  if mesh.devices.flat[0].platform == 'cpu' and _cpu_options_supported():
+    return dict(_CPU_OPTIONS)
+  return None
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -117,7 +144,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
   rep = replicated(mesh)
   return jax.jit(step, in_shardings=(rep, batch_sharded(mesh)),
-                 out_shardings=(rep, rep), donate_argnums=0)
+                 out_shardings=(rep, rep), donate_argnums=0,
+                 compiler_options=compiler_options(mesh))
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable:
@@ -132,7 +160,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable:
 
   rep = replicated(mesh)
   return jax.jit(eval_step, in_shardings=(rep, batch_sharded(mesh)),
-                 out_shardings=rep)
+                 out_shardings=rep, compiler_options=compiler_options(mesh))
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
