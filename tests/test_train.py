@@ -102,10 +102,12 @@ def test_pad_batch_and_batch_size_check():
     train.check_batch_size(10, train.make_mesh())
 
 
-def test_state_owns_its_buffers_so_shared_params_survive_donation(model):
+@pytest.mark.parametrize('on_mesh', [True, False])
+def test_state_owns_its_buffers_so_shared_params_survive_donation(model, on_mesh):
   mesh = train.make_mesh()
-  shared = jax.device_put(models.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE),
-                          train.replicated(mesh))
+  shared = models.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE)
+  if on_mesh:  # Else on one device, as a restored or freshly built tree is.
+    shared = jax.device_put(shared, train.replicated(mesh))
   frozen = surgery.first_layers(7)
   opt = optim.make_optimizer(surgery.freeze_labels(shared, frozen),
                              optim.make_schedule('constant', 0.01, 10))

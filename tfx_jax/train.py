@@ -99,7 +99,11 @@ def create_state(params, optimizer: optax.GradientTransformation, seed: int,
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=optimizer.init(params),
                      rng=jax.random.PRNGKey(seed))
-  return jax.device_put(state, replicated(mesh), may_alias=False)
+  # device_put(may_alias=False) still reuses a one-device array's buffer as the
+  # first shard of a multi-device sharding (JAX 0.10); a computation's outputs
+  # are always fresh buffers.
+  state = jax.device_put(state, replicated(mesh))
+  return jax.jit(lambda state: jax.tree.map(jnp.copy, state))(state)
 
 
 def _metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
