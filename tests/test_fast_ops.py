@@ -106,3 +106,11 @@ def test_unknown_compiler_options_fall_back_to_xla_defaults(monkeypatch):
   finally:
     monkeypatch.undo()
     train._cpu_options_supported.cache_clear()
+
+
+def test_hand_written_pooling_backward_is_for_cpu_only(monkeypatch):
+  x = jnp.zeros((2, 8, 8, 3))
+  pooling = lambda: str(jax.make_jaxpr(jax.grad(lambda x: models.max_pool(x, 2).sum()))(x))
+  assert 'custom_vjp' in pooling() and 'select_and_scatter' not in pooling()
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert 'custom_vjp' not in pooling() and 'select_and_scatter' in pooling()

@@ -88,8 +88,11 @@ def _kernel_init(std: float | None) -> Callable:
 
 
 def max_pool(x: jax.Array, window: int) -> jax.Array:
-  """Max-pool with stride 2, flooring odd sizes (Caffe's sizes for its net)."""
-  if window == 2:
+  """Max-pool with stride 2, flooring odd sizes (Caffe's sizes for its net).
+
+  On CPU, 2x2 windows take _max_pool_2x2's backward; GPUs and TPUs keep XLA's.
+  """
+  if window == 2 and jax.default_backend() == 'cpu':
     n, h, w, c = x.shape
     return _max_pool_2x2(x[:, :h // 2 * 2, :w // 2 * 2])
   return nn.max_pool(x, (window, window), strides=(2, 2), padding='VALID')
