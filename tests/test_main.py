@@ -1,6 +1,8 @@
 """End to end through the real CLI: the runlocal grid on the real Fashion-MNIST."""
 
+import json
 import os
+import shutil
 
 from conftest import RUNLOCAL, cli, results
 
@@ -39,6 +41,29 @@ def test_rerun_of_finished_workdir_trains_nothing(runlocal_grid):
   assert ' step ' not in result.stdout
   with open(os.path.join(workdir, 'results.csv'), 'rb') as f:
     assert f.read() == before
+
+
+def test_all_three_experiments_share_one_workdir_and_report(runlocal_grid, tmp_path):
+  workdir = str(tmp_path / 'study')
+  shutil.copytree(runlocal_grid[0], workdir)  # The m/n split grid.
+  # The random split and the random-filters experiment at n = 5, same solver.
+  for arg, only in (('', 'base,transfer'), (',experiment=random_filters', 'base,random_frozen')):
+    result = cli(f'--config=configs/default.py:runlocal{arg}', '--config.layers=(5,)',
+                 f'--config.only=({only})', f'--workdir={workdir}')
+    assert result.returncode == 0, result.stderr[-3000:]
+  rows = results(workdir)
+  assert len(rows) == 30 + 3 + 2
+  assert {'random0-baseA-s0', 'random0-baseB-s0', 'random0-A5B-s0', 'all-baseall-s0',
+          'all-random5all-s0'} <= set(rows)
+  with open(os.path.join(workdir, 'report', 'findings.json')) as f:
+    holds = {f['id']: f['holds'] for f in json.load(f)['findings']}
+  # Findings 5 (m/n vs random split) and 6 (transfer vs random filters) are
+  # computed from these runs, not reported as missing.
+  assert holds[5] in (True, False) and holds[6] in (True, False)
+  # A different solver is still refused.
+  result = cli('--config=configs/default.py:runlocal', '--config.lr=0.1',
+               f'--workdir={workdir}')
+  assert result.returncode == 2 and 'differs in lr' in result.stderr
 
 
 def test_imagenet_not_prepared_is_a_short_error(tmp_path):

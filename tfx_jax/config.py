@@ -41,8 +41,10 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
                 targets=('B',))
 
 # Fields that change what a run computes. A workdir refuses a config that
-# differs from its snapshot in any of them (the others only select runs).
-RESULT_FIELDS = ('experiment', 'dataset', 'split', 'model', 'batch_size', 'lr',
+# differs from its snapshot in any of them (the others only select runs, and
+# `experiment` and `split` are in every run's id, so one workdir can hold the
+# runs of all three experiments, trained with one solver).
+RESULT_FIELDS = ('dataset', 'model', 'batch_size', 'lr',
                  'schedule', 'lr_step', 'lr_gamma', 'warmup_steps',
                  'total_steps', 'momentum', 'weight_decay', 'bias_lr_mult',
                  'eval_every', 'eval_examples', 'augment')

@@ -29,6 +29,12 @@ def read_text(path: str | os.PathLike) -> str:
   return epath.Path(path).read_text()
 
 
+def listdir(path: str | os.PathLike) -> list[str]:
+  """Names in directory `path`, sorted; [] if it does not exist."""
+  path = epath.Path(path)
+  return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
 def makedirs(path: str | os.PathLike) -> None:
   epath.Path(path).mkdir(parents=True, exist_ok=True)
 

@@ -296,10 +296,12 @@ class Grid:
     return result
 
   def write_results(self) -> str:
-    """WORKDIR/results.csv: a row per finished run, in grid order.
+    """WORKDIR/results.csv: a row per finished run of the workdir.
 
-    Rebuilt from the runs' result.json files under a lock, so sweep shards
-    sharing the workdir never drop each other's rows.
+    This grid's runs in grid order, then those of other experiments or
+    splits run into the same workdir, by run id. Rebuilt from the runs'
+    result.json files under a lock, so sweep shards sharing the workdir never
+    drop each other's rows.
     """
     path = os.path.join(self.workdir, 'results.csv')
     if not self.is_main:
@@ -308,8 +310,12 @@ class Grid:
       out = io.StringIO()
       writer = csv.writer(out, lineterminator='\n')
       writer.writerow(experiments.RESULT_COLUMNS)
-      for spec in self.specs:
-        result_file = os.path.join(self.run_dir(spec), 'result.json')
+      mine = [self.run_dir(spec) for spec in self.specs]
+      runs = os.path.join(self.workdir, 'runs')
+      others = [os.path.join(runs, name) for name in files.listdir(runs)
+                if os.path.join(runs, name) not in mine]
+      for run_dir in mine + others:
+        result_file = os.path.join(run_dir, 'result.json')
         if files.exists(result_file):
           result = json.loads(files.read_text(result_file))
           writer.writerow([_csv_value(result[k]) for k in experiments.RESULT_COLUMNS])
