@@ -7,8 +7,9 @@ runs in its own process (same thread count, same allocator setting), alternating
 for --rounds rounds; a row is the median of all timed steps after warm-up.
 JAX runs `train.make_train_step` exactly as the runner does (AOT-compiled, state
 donated, tfx_jax's XLA options) and reports compile seconds; a second JAX
-process, the baseline, runs the same step with XLA's default options. PyTorch runs channels-first and
-channels-last and keeps the faster. PyTorch is the `bench` extra.
+process, the baseline, runs the same step with XLA's default options. PyTorch
+runs channels-first and channels-last and keeps the faster. PyTorch is the
+`bench` extra.
 """
 
 from __future__ import annotations
