@@ -2,7 +2,7 @@
 
 Random halves of the 10 classes (split random:0), the `small` net, the paper's
 solver shape (SGD, momentum, step schedule) shortened to fit the whole grid
-in about 20 minutes on a 2-core laptop. One direction (target B: baseB, BnB,
+in about 8 minutes on a 2-core laptop. One direction (target B: baseB, BnB,
 BnB+, AnB, AnB+) to halve the cost; `targets=('B', 'A')` adds AnA, BnA.
 Arguments: seed=S (which random halves), as in random_split.py;
 split=m_n (the dissimilar halves instead, finding 5) and
