@@ -31,6 +31,8 @@ CASES = {
                             ["Config file 'configs/nope.py' does not exist"]),
     'unknown config key': ([f'--config={RUNLOCAL}', '--config.lrr=0.1'],
                            ["Unknown config key 'lrr'", "Did you mean 'lr'"]),
+    'unknown config key, none close': ([f'--config={RUNLOCAL}', '--config.zzzzzz=1'],
+                                       ["Unknown config key 'zzzzzz'.", 'tfx_jax/config.py']),
     'unknown config argument': (['--config=configs/m_n_split.py:datset=cifar10'],
                                 ["Unknown config argument 'datset'", 'dataset, runlocal']),
     'unknown dataset': (['--config=configs/m_n_split.py:dataset=imagenet'],

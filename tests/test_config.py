@@ -53,3 +53,54 @@ def test_bad_config_arguments():
     load('m_n_split.py', 'dataset=imagenet')
   with pytest.raises(UserError, match="Unknown config argument 'datset'"):
     load('m_n_split.py', 'datset=cifar10')
+
+
+@pytest.mark.parametrize('name, arg', [
+    ('m_n_split.py', None), ('random_split.py', 'seed=3'), ('random_filters.py', None),
+    ('default.py', None), ('default.py', 'split=m_n,runlocal'),
+    ('m_n_split.py', 'dataset=cifar100,runlocal')])
+def test_shipped_configs_are_valid(name, arg):
+  config_lib.validate(load(name, arg), num_devices=4, num_processes=2)
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'model': 'resnet'}, "Unknown model 'resnet'; known: caffenet, small."),
+    ({'dataset': 'imagenet'}, "Unknown dataset 'imagenet'"),
+    ({'split': 'halves'}, 'halves'),
+    ({'batch_size': 30}, 'batch_size 30 is not divisible by the 4 devices; use a '
+                         'multiple of 4.'),
+    ({'eval_batch_size': 6}, 'eval_batch_size 6 is not divisible by the 4 devices'),
+    ({'batch_size': 12}, 'batch_size 12 is not divisible by the 8 processes.'),
+    ({'layers': (0, 8)}, 'config.layers has [0, 8]: n must be 1..7'),
+    ({'only': ('random_frozen',)}, "config.only names ['random_frozen']"),
+    ({'sweep.shard': 2}, 'sweep.shard must be in 0..1'),
+])
+def test_validate_names_the_problem(change, message):
+  c = load('default.py', 'runlocal')
+  c.sweep.num_shards = 2
+  for key, value in change.items():
+    node, _, leaf = key.rpartition('.')
+    (c[node] if node else c)[leaf] = value
+  processes = 8 if change.get('batch_size') == 12 else 1
+  with pytest.raises(UserError) as e:
+    config_lib.validate(c, num_devices=4, num_processes=processes)
+  assert message in str(e.value)
+
+
+def test_dataset_tables_agree():
+  from tfx_jax import input_pipeline, splits  # pylint: disable=g-import-not-at-top
+  assert set(config_lib.DATASET_PRESETS) == set(input_pipeline.DATASETS)
+  for name, (_, num_classes) in splits.DISSIMILAR.items():
+    assert input_pipeline.DATASETS[name].num_classes == num_classes, name
+
+
+def test_every_field_changes_results_unless_listed():
+  c = config_lib.base_config()
+  listed = set(config_lib.SELECTS_RUNS) | set(config_lib.LOGISTICS)
+  assert listed <= set(c), listed - set(c)  # No stale names in the lists.
+  snapshot = c.to_dict()
+  for field in set(c) - listed:
+    changed = {**snapshot, field: 'changed'}
+    assert config_lib.differing_fields(snapshot, changed) == [field]
+  for field in listed:
+    assert config_lib.differing_fields(snapshot, {**snapshot, field: 'x'}) == []

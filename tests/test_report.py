@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tfx_jax import findings, report
+from tfx_jax import experiments, figures, findings, report, results
 from tfx_jax.errors import UserError
 
 BASE = 0.80
@@ -18,7 +18,7 @@ SELFFER_DIP = {3: -0.03, 4: -0.04, 5: -0.03}  # BnB - base: the paper's shape.
 def paper_like(split, treatment, source, target, n, seed):
   """Accuracy with the paper's shape, plus a small seed-dependent wobble."""
   wobble = 0.001 * ((seed * 7 + n * 3 + len(target)) % 3 - 1)
-  family = findings.split_family(split)
+  family = results.split_family(split)
   if treatment == 'base':
     return BASE + wobble
   if treatment == 'selffer':
@@ -34,7 +34,7 @@ def paper_like(split, treatment, source, target, n, seed):
 
 
 def rows(accuracy, splits=('random:0',), seeds=(0, 1, 2),
-         treatments=findings.TREATMENTS[1:5], layers=range(1, 8),
+         treatments=tuple(experiments.TREATMENTS)[1:5], layers=range(1, 8),
          random_frozen=False):
   out = []
   for split in splits:
@@ -58,7 +58,7 @@ def write_results(workdir, table, dataset='fashion_mnist'):
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
     writer = csv.writer(f, lineterminator='\n')
-    writer.writerow(report.COLUMNS)
+    writer.writerow(results.COLUMNS)
     for i, (split, treatment, source, target, n, seed, acc) in enumerate(table):
       writer.writerow([f'r{i}', split, treatment, source, target, n, seed,
                        repr(acc - 0.01), repr(min(acc + 0.1, 1.0)), repr(acc),
@@ -150,10 +150,10 @@ def test_missing_treatments_give_null_verdicts_and_no_curves(tmp_path):
   assert 'no BnB (selffer) runs' in evidence[2]
   assert 'no AnB (transfer) runs on the m/n split' in evidence[5]
   assert 'no random frozen (random_frozen) runs' in evidence[6]
-  runs, _ = report.read_results(os.path.join(tmp_path, 'results.csv'))
-  assert report.figure_labels(report.figure2(runs, 'fashion_mnist')) == [
+  runs, _ = results.read_csv(os.path.join(tmp_path, 'results.csv'))
+  assert figures.figure_labels(figures.figure2(runs, 'fashion_mnist')) == [
       'base', 'AnB+']
-  assert report.figure_labels(report.figure3(runs, 'fashion_mnist')) == []
+  assert figures.figure_labels(figures.figure3(runs, 'fashion_mnist')) == []
   table1 = (tmp_path / 'report' / 'table1.md').read_text()
   assert '| n = 1-7 | +1.50% (sd' in table1 and '(only n = 1, 3)' in table1
   assert '| n = 5-7 | n/a |' in table1
@@ -162,15 +162,15 @@ def test_missing_treatments_give_null_verdicts_and_no_curves(tmp_path):
 def test_figures_draw_what_the_results_hold(tmp_path):
   table = rows(paper_like, splits=('random:0', 'm_n'), treatments=('transfer',),
                random_frozen=True)
-  runs, _ = report.read_results(
+  runs, _ = results.read_csv(
       os.path.join(write_results(tmp_path, table), 'results.csv'))
-  assert report.figure_labels(report.figure2(runs)) == ['base', 'AnB']
-  assert report.figure_labels(report.figure3(runs)) == [
+  assert figures.figure_labels(figures.figure2(runs)) == ['base', 'AnB']
+  assert figures.figure_labels(figures.figure3(runs)) == [
       'baseB (m/n)', 'AnB (m/n)', 'baseA (m/n)', 'BnA (m/n)',
       'AnB (random split, means)', 'base (all classes)', 'random frozen',
       'random split: AnB - base', 'm/n split: AnB - base',
       'random frozen - base']
-  with_paper = report.figure_labels(report.figure2(runs, 'imagenet2012'))
+  with_paper = figures.figure_labels(figures.figure2(runs, 'imagenet2012'))
   assert with_paper == ['base', 'AnB', 'paper base', 'paper BnB', 'paper BnB+',
                         'paper AnB', 'paper AnB+']
 
@@ -214,13 +214,13 @@ def test_a_header_only_table_gives_all_null(tmp_path):
     (None, 'No results file'),
     ('', 'is empty'),
     ('run_id,split,treatment\n', 'lacks the column(s) source'),
-    (','.join(report.COLUMNS) + '\nr0,random:0,base,A,A,0,0,0.5,0.9,x,1,1.0\n',
+    (','.join(results.COLUMNS) + '\nr0,random:0,base,A,A,0,0,0.5,0.9,x,1,1.0\n',
      'line 2'),
-    (','.join(report.COLUMNS) + '\nr0,random:0,base,A,A,0,0,0.5,0.9,1.5,1,1.0\n',
+    (','.join(results.COLUMNS) + '\nr0,random:0,base,A,A,0,0,0.5,0.9,1.5,1,1.0\n',
      'best10_top1 outside [0, 1]'),
-    (','.join(report.COLUMNS) + '\nr0,random:0,warp,A,A,0,0,0.5,0.9,0.5,1,1.0\n',
+    (','.join(results.COLUMNS) + '\nr0,random:0,warp,A,A,0,0,0.5,0.9,0.5,1,1.0\n',
      "unknown treatment 'warp'"),
-    (','.join(report.COLUMNS) + '\nr0,random:0,transfer,A,A,3,0,0.5,0.9,0.5,1\n',
+    (','.join(results.COLUMNS) + '\nr0,random:0,transfer,A,A,3,0,0.5,0.9,0.5,1\n',
      'expected 12 fields'),
 ])
 def test_bad_results_raise_user_error(tmp_path, content, message):
@@ -231,22 +231,30 @@ def test_bad_results_raise_user_error(tmp_path, content, message):
     report.write_report(str(tmp_path))
 
 
-def test_cli_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
-  assert report.main(['report', f'--workdir={tmp_path}']) == 1
-  done = subprocess.run(
-      [sys.executable, '-m', 'tfx_jax.report', f'--workdir={tmp_path}'],
-      capture_output=True, text=True, check=False)
-  assert done.returncode == 1
-  assert done.stderr.startswith('error: No results file')
+def report_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'tfx_jax.report', *args],
+                        capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--workdir={tmp}'], 'error: No results file'),
+    ([], 'error: flag --workdir=None: Flag --workdir must have a value'),
+    (['--workdir={tmp}', 'extra'], "error: Unexpected arguments ['extra']"),
+])
+def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path, args, message):
+  done = report_cli(*[a.format(tmp=tmp_path) for a in args])
+  assert done.returncode == 2
+  assert done.stderr.startswith(message), done.stderr
   assert len(done.stderr.strip().splitlines()) == 1
   assert 'Traceback' not in done.stderr
 
 
-def test_cli_writes_the_report(tmp_path, capsys):
+def test_cli_writes_the_report(tmp_path):
   write_results(tmp_path, rows(paper_like, treatments=('transfer_ft',),
                                layers=(2,), seeds=(0,)))
-  assert report.main(['report', f'--workdir={tmp_path}']) == 0
-  assert 'findings 1 not testable' in capsys.readouterr().out
+  done = report_cli(f'--workdir={tmp_path}')
+  assert done.returncode == 0, done.stderr
+  assert 'findings 1 not testable' in done.stdout
   assert (tmp_path / 'report' / 'table1.md').exists()
 
 
@@ -276,8 +284,8 @@ def test_figure2_base_is_the_base_of_the_target_halves(tmp_path):
   for i, (split, treatment, source, target, n, seed, acc) in enumerate(rows):
     lines.append(f'r{i},{split},{treatment},{source},{target},{n},{seed},{acc},1.0,{acc},10,1.0')
   path.write_text('\n'.join(lines) + '\n')
-  runs, _ = report.read_results(str(path))
-  fig = report.figure2(runs)
+  runs, _ = results.read_csv(str(path))
+  fig = figures.figure2(runs)
   bases = [line for ax in fig.axes for line in ax.get_lines()
            if line.get_linestyle() == ':' and line.get_color() == 'grey']
   assert bases and all(abs(line.get_ydata()[0] - 0.80) < 1e-9 for line in bases)

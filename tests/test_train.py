@@ -92,14 +92,12 @@ def test_eval_counts_every_example_exactly_once(model):
   assert result['loss'] == pytest.approx(loss, rel=1e-4)
 
 
-def test_pad_batch_and_batch_size_check():
+def test_pad_batch():
   padded = train.pad_batch(_batch(0, size=3), 8)
   assert padded['image'].shape == (8, *IMAGE_SHAPE)
   np.testing.assert_array_equal(padded['mask'], [1, 1, 1, 0, 0, 0, 0, 0])
   with pytest.raises(ValueError, match='larger than batch_size'):
     train.pad_batch(_batch(0, size=9), 8)
-  with pytest.raises(ValueError, match='not divisible by the 4 devices'):
-    train.check_batch_size(10, train.make_mesh())
 
 
 @pytest.mark.parametrize('on_mesh', [True, False])

@@ -40,14 +40,20 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
                 log_every=8,
                 targets=('B',))
 
-# Fields that change what a run computes. A workdir refuses a config that
-# differs from its snapshot in any of them (the others only select runs, and
-# `experiment` and `split` are in every run's id, so one workdir can hold the
-# runs of all three experiments, trained with one solver).
-RESULT_FIELDS = ('dataset', 'model', 'batch_size', 'lr',
-                 'schedule', 'lr_step', 'lr_gamma', 'warmup_steps',
-                 'total_steps', 'momentum', 'weight_decay', 'bias_lr_mult',
-                 'eval_every', 'eval_examples', 'augment')
+# The fields that do not change what a run computes: those that select runs
+# (`experiment` and `split` are in every run id, so one workdir holds the runs
+# of all three experiments), and where and how the job runs. A workdir refuses
+# a config that differs from its snapshot in ANY other field, so a new field
+# is compared unless it is listed here.
+SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'sweep')
+LOGISTICS = ('data_dir', 'num_workers', 'eval_batch_size', 'checkpoint_every',
+             'keep_checkpoints', 'log_every', 'report')
+
+
+def differing_fields(old: dict, new: dict) -> list[str]:
+  """Fields of two config snapshots that change results and differ, sorted."""
+  compared = (set(old) | set(new)) - set(SELECTS_RUNS) - set(LOGISTICS)
+  return [k for k in sorted(compared) if old.get(k) != new.get(k)]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -135,3 +141,27 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
     else:
       out[key] = value
   return ml_collections.ConfigDict(out)
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+  """Every check of a config, once, before anything runs; UserError on the first
+  problem. `num_devices` and `num_processes`: of the whole job."""
+  # Imported here: config files import this module, and should load fast.
+  from tfx_jax import experiments, input_pipeline, models, splits  # pylint: disable=g-import-not-at-top
+  spec = input_pipeline.dataset_spec(c.dataset)
+  if c.model not in models.PRESETS:
+    raise UserError(f'Unknown model {c.model!r}; known: '
+                    f'{", ".join(sorted(models.PRESETS))}.')
+  if c.split != experiments.ALL:
+    splits.resolve(c.split, c.dataset, spec.num_classes)
+  for name in ('batch_size', 'eval_batch_size'):
+    if c[name] % num_devices:
+      raise UserError(f'{name} {c[name]} is not divisible by the {num_devices} '
+                      f'devices; use a multiple of {num_devices}.')
+  if c.batch_size % num_processes:
+    raise UserError(f'batch_size {c.batch_size} is not divisible by the '
+                    f'{num_processes} processes.')
+  if not 0 <= c.sweep.shard < c.sweep.num_shards:
+    raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
+                    f'(sweep.num_shards - 1), got {c.sweep.shard}.')
+  experiments.grid(c.experiment, c.split, c.seeds, c.layers, c.only, c.targets)

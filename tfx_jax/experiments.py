@@ -16,15 +16,13 @@ TREATMENTS = {
     'selffer_ft': (True, False, 'BnB+'),
     'transfer': (True, True, 'AnB'),
     'transfer_ft': (True, False, 'AnB+'),
-    'random_frozen': (False, True, 'random'),
+    'random_frozen': (False, True, 'random frozen'),
 }
+LABELS = {name: label for name, (_, _, label) in TREATMENTS.items()}
 TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
 EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
                'random_filters': ('base', 'random_frozen')}
 ALL = 'all'  # The half of the random-filters experiment: every class.
-# One row of WORKDIR/results.csv per finished run.
-RESULT_COLUMNS = ('run_id', 'split', 'treatment', 'source', 'target', 'n', 'seed',
-                  'top1', 'top5', 'best10_top1', 'steps', 'wall_s')
 
 
 @dataclasses.dataclass(frozen=True, order=True)

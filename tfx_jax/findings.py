@@ -19,11 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-TREATMENTS = ('base', 'selffer', 'selffer_ft', 'transfer', 'transfer_ft',
-              'random_frozen')
-LABELS = {'base': 'base', 'selffer': 'BnB', 'selffer_ft': 'BnB+',
-          'transfer': 'AnB', 'transfer_ft': 'AnB+',
-          'random_frozen': 'random frozen'}
+from tfx_jax.experiments import LABELS
+from tfx_jax.results import Result
+
 FAMILY_NAMES = {'random': 'random split', 'm_n': 'm/n split',
                 'all': 'all-classes task'}
 
@@ -76,32 +74,6 @@ RULES = {
 }
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Run:
-  """One row of results.csv; `accuracy` is the paper's metric, best10_top1."""
-  split: str
-  treatment: str
-  source: str
-  target: str
-  n: int
-  seed: int
-  accuracy: float
-  run_id: str = ''
-
-  @property
-  def family(self) -> str | None:
-    """'random', 'm_n' or 'all'; runs on every class (target 'all') are 'all'
-    whatever split the runner named, so random frozen filters meet their base."""
-    return 'all' if self.target == 'all' else split_family(self.split)
-
-
-def split_family(split: str) -> str | None:
-  """'random:<seed>' -> 'random'; 'm_n' and 'all' are their own; else None."""
-  if split.startswith('random:'):
-    return 'random'
-  return split if split in ('m_n', 'all') else None
-
-
 @dataclasses.dataclass(frozen=True)
 class Gap:
   """Paired differences (or ratios) at one n, one per run, sorted by unit.
@@ -133,16 +105,16 @@ class Gap:
     return frozenset(seed for _, _, seed in self.units)
 
 
-def select(runs: Iterable[Run], treatment: str, family: str,
-           direction: str | None = None) -> list[Run]:
+def select(runs: Iterable[Result], treatment: str, family: str,
+           direction: str | None = None) -> list[Result]:
   """The runs of one treatment in one split family; direction 'AB' or 'BA'."""
   chosen = [r for r in runs if r.treatment == treatment and r.family == family]
   if direction is not None:
     chosen = [r for r in chosen if r.source + r.target == direction]
-  return sorted(chosen)
+  return sorted(chosen, key=lambda r: r.sort_key)
 
 
-def values_by_n(runs: Iterable[Run], treatment: str, family: str,
+def values_by_n(runs: Iterable[Result], treatment: str, family: str,
                 direction: str | None = None,
                 target: str | None = None) -> dict[int, list[float]]:
   """Accuracies of the chosen runs by n, each list sorted."""
@@ -153,7 +125,7 @@ def values_by_n(runs: Iterable[Run], treatment: str, family: str,
   return {n: sorted(v) for n, v in sorted(out.items())}
 
 
-def compare(runs: Sequence[Run], treatment: str, family: str, *,
+def compare(runs: Sequence[Result], treatment: str, family: str, *,
             against: str = 'base', direction: str | None = None,
             ratio: bool = False) -> dict[int, Gap]:
   """Paired `treatment - against` (or `/` when ratio) by n, in one family.
@@ -225,6 +197,11 @@ def _runs_note(*gap_dicts: Mapping[int, Gap]) -> str:
   return f'{note} {SINGLE_SEED}' if len(seeds) <= 1 else note
 
 
+def _evidence(family: str, gaps: Mapping[int, Gap], parts: Sequence[str]) -> str:
+  """'[split family] part; part; ...; runs note.'"""
+  return f'[{FAMILY_NAMES[family]}] ' + '; '.join([*parts, _runs_note(gaps)]) + '.'
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
   id: int
@@ -236,7 +213,7 @@ class Finding:
             'evidence': self.evidence, 'rule': RULES[self.id]}
 
 
-def why_missing(runs: Sequence[Run], family: str | None, treatment: str,
+def why_missing(runs: Sequence[Result], family: str | None, treatment: str,
              against: str = 'base') -> str:
   """Why compare(runs, treatment, family, against) is empty, in words."""
   if family is None:
@@ -253,16 +230,34 @@ def _name(treatment: str) -> str:
   return label if label == treatment else f'{label} ({treatment})'
 
 
-def specificity(runs: Sequence[Run], family: str | None) -> Finding:
+def _in_ranges(runs: Sequence[Result], family: str | None, finding: int):
+  """For finding 1 or 2: `treatment - base` by n, its n in the two ranges the
+  rule compares, and why the finding is not testable (None when it is)."""
+  treatment, first, second = {1: ('transfer', EARLY_LAYERS, LATE_LAYERS),
+                              2: ('selffer', DIP_LAYERS, RECOVERY_LAYERS)}[finding]
+  gaps, untestable = _against_base(runs, family, treatment)
+  ns_first = [n for n in first if n in gaps]
+  ns_second = [n for n in second if n in gaps]
+  if gaps and not (ns_first and ns_second):
+    untestable = (f'not testable: {LABELS[treatment]} - base needs n in '
+                  f'{_layers(first)} and in {_layers(second)}; results have n = '
+                  f'{sorted(gaps)}.')
+  return gaps, ns_first, ns_second, untestable
+
+
+def _against_base(runs: Sequence[Result], family: str | None, treatment: str):
+  """`treatment - base` by n, and why the finding is not testable (None if it is)."""
+  gaps = compare(runs, treatment, family) if family else {}
+  if gaps:
+    return gaps, None
+  return gaps, f'not testable: {why_missing(runs, family, treatment)}.'
+
+
+def specificity(runs: Sequence[Result], family: str | None) -> Finding:
   """Finding 1."""
-  gaps = compare(runs, 'transfer', family) if family else {}
-  early = [n for n in EARLY_LAYERS if n in gaps]
-  late = [n for n in LATE_LAYERS if n in gaps]
-  if not early or not late:
-    why = (why_missing(runs, family, 'transfer') if not gaps else
-           f'AnB - base needs n in {_layers(EARLY_LAYERS)} and in '
-           f'{_layers(LATE_LAYERS)}; results have n = {sorted(gaps)}')
-    return Finding(1, None, f'not testable: {why}.')
+  gaps, early, late, untestable = _in_ranges(runs, family, 1)
+  if untestable:
+    return Finding(1, None, untestable)
   spread = len(_seeds(gaps)) > 1
   near = [n for n in early if gaps[n].mean >= -_margin(gaps[n], spread)]
   fell = [n for n in late if gaps[n].mean < -_margin(gaps[n], spread)]
@@ -270,24 +265,17 @@ def specificity(runs: Sequence[Run], family: str | None) -> Finding:
   holds = len(near) == len(early) and bool(fell) and slope < 0
   fell_text = (f'below by more than tolerance at n = {fell}' if fell else
                'never below base by more than tolerance')
-  evidence = (f'[{FAMILY_NAMES[family]}] AnB - base by n: {_by_n(gaps)}; '
-              f'not below base by more than tolerance at {len(near)}/'
-              f'{len(early)} of n = {early}; '
-              f'{fell_text}; trend {pct(slope)} per layer; '
-              f'{_runs_note(gaps)}.')
-  return Finding(1, holds, evidence)
+  return Finding(1, holds, _evidence(family, gaps, [
+      f'AnB - base by n: {_by_n(gaps)}',
+      f'not below base by more than tolerance at {len(near)}/{len(early)} of n = '
+      f'{early}', fell_text, f'trend {pct(slope)} per layer']))
 
 
-def co_adaptation(runs: Sequence[Run], family: str | None) -> Finding:
+def co_adaptation(runs: Sequence[Result], family: str | None) -> Finding:
   """Finding 2."""
-  gaps = compare(runs, 'selffer', family) if family else {}
-  dip_ns = [n for n in DIP_LAYERS if n in gaps]
-  rec_ns = [n for n in RECOVERY_LAYERS if n in gaps]
-  if not dip_ns or not rec_ns:
-    why = (why_missing(runs, family, 'selffer') if not gaps else
-           f'BnB - base needs n in {_layers(DIP_LAYERS)} and in '
-           f'{_layers(RECOVERY_LAYERS)}; results have n = {sorted(gaps)}')
-    return Finding(2, None, f'not testable: {why}.')
+  gaps, dip_ns, rec_ns, untestable = _in_ranges(runs, family, 2)
+  if untestable:
+    return Finding(2, None, untestable)
   spread = len(_seeds(gaps)) > 1
   n_dip = min(dip_ns, key=lambda n: (gaps[n].mean, n))
   n_rec = max(rec_ns, key=lambda n: (gaps[n].mean, -n))
@@ -297,38 +285,34 @@ def co_adaptation(runs: Sequence[Run], family: str | None) -> Finding:
             else TOLERANCE)
   dipped = dip.mean < -_margin(dip, spread)
   holds = dipped and recovery > needed
-  evidence = (f'[{FAMILY_NAMES[family]}] BnB - base by n: {_by_n(gaps)}; '
-              f'dip at n = {n_dip}: {pct(dip.mean)} '
-              f'({"below" if dipped else "not below"} -'
-              f'{100 * _margin(dip, spread):.2f}%); best of n = {rec_ns}: '
-              f'{pct(rec.mean)} at n = {n_rec}, {pct(recovery)} above the dip '
-              f'(needs > {100 * needed:.2f}%); {_runs_note(gaps)}.')
-  return Finding(2, holds, evidence)
+  return Finding(2, holds, _evidence(family, gaps, [
+      f'BnB - base by n: {_by_n(gaps)}',
+      f'dip at n = {n_dip}: {pct(dip.mean)} ({"below" if dipped else "not below"} '
+      f'-{100 * _margin(dip, spread):.2f}%)',
+      f'best of n = {rec_ns}: {pct(rec.mean)} at n = {n_rec}, {pct(recovery)} above '
+      f'the dip (needs > {100 * needed:.2f}%)']))
 
 
-def fine_tuning_repairs(runs: Sequence[Run], family: str | None) -> Finding:
+def fine_tuning_repairs(runs: Sequence[Result], family: str | None) -> Finding:
   """Finding 3."""
-  gaps = compare(runs, 'selffer_ft', family) if family else {}
-  if not gaps:
-    return Finding(3, None,
-                   f'not testable: {why_missing(runs, family, "selffer_ft")}.')
+  gaps, untestable = _against_base(runs, family, 'selffer_ft')
+  if untestable:
+    return Finding(3, None, untestable)
   spread = len(_seeds(gaps)) > 1
   inside = [n for n, g in gaps.items() if abs(g.mean) <= _margin(g, spread)]
   worst = max(gaps, key=lambda n: (abs(gaps[n].mean), -n))
-  evidence = (f'[{FAMILY_NAMES[family]}] BnB+ within tolerance of base at '
-              f'{len(inside)}/{len(gaps)} n; largest |BnB+ - base| '
-              f'{100 * abs(gaps[worst].mean):.2f}% at n = {worst} (tolerance '
-              f'{100 * _margin(gaps[worst], spread):.2f}%); by n: '
-              f'{_by_n(gaps)}; {_runs_note(gaps)}.')
-  return Finding(3, len(inside) == len(gaps), evidence)
+  return Finding(3, len(inside) == len(gaps), _evidence(family, gaps, [
+      f'BnB+ within tolerance of base at {len(inside)}/{len(gaps)} n',
+      f'largest |BnB+ - base| {100 * abs(gaps[worst].mean):.2f}% at n = {worst} '
+      f'(tolerance {100 * _margin(gaps[worst], spread):.2f}%)',
+      f'by n: {_by_n(gaps)}']))
 
 
-def transfer_generalises(runs: Sequence[Run], family: str | None) -> Finding:
+def transfer_generalises(runs: Sequence[Result], family: str | None) -> Finding:
   """Finding 4."""
-  gaps = compare(runs, 'transfer_ft', family) if family else {}
-  if not gaps:
-    return Finding(4, None,
-                   f'not testable: {why_missing(runs, family, "transfer_ft")}.')
+  gaps, untestable = _against_base(runs, family, 'transfer_ft')
+  if untestable:
+    return Finding(4, None, untestable)
   above = [n for n, g in gaps.items() if g.mean > 0]
   beyond = [n for n, g in gaps.items() if g.k > 1 and g.mean > N_SE * g.se]
   ns = sorted(gaps)
@@ -337,15 +321,14 @@ def transfer_generalises(runs: Sequence[Run], family: str | None) -> Finding:
   seeds = _seeds(gaps)
   spread = (f'sd {100 * float(np.std(per_unit, ddof=1)):.2f}% over '
             f'{len(per_unit)} paired series, ' if len(per_unit) > 1 else '')
-  evidence = (f'[{FAMILY_NAMES[family]}] AnB+ > base at {len(above)}/{len(ns)} '
-              f'n, mean gain {pct(mean)} ({spread}{len(seeds)} '
-              f'seed{"s" if len(seeds) != 1 else ""}); above base by more than '
-              f'{N_SE:g} SE at {len(beyond)}/{len(ns)} n; by n: {_by_n(gaps)}; '
-              f'{_runs_note(gaps)}.')
-  return Finding(4, len(above) == len(ns), evidence)
+  return Finding(4, len(above) == len(ns), _evidence(family, gaps, [
+      f'AnB+ > base at {len(above)}/{len(ns)} n, mean gain {pct(mean)} ({spread}'
+      f'{len(seeds)} seed{"s" if len(seeds) != 1 else ""})',
+      f'above base by more than {N_SE:g} SE at {len(beyond)}/{len(ns)} n',
+      f'by n: {_by_n(gaps)}']))
 
 
-def dissimilar_drop(runs: Sequence[Run]) -> Finding:
+def dissimilar_drop(runs: Sequence[Result]) -> Finding:
   """Finding 5."""
   m_n, rand = compare(runs, 'transfer', 'm_n'), compare(runs, 'transfer', 'random')
   common = [n for n in DROP_LAYERS if n in m_n and n in rand]
@@ -373,7 +356,7 @@ def dissimilar_drop(runs: Sequence[Run]) -> Finding:
   return Finding(5, gap < -needed, evidence)
 
 
-def beats_random_filters(runs: Sequence[Run]) -> Finding:
+def beats_random_filters(runs: Sequence[Result]) -> Finding:
   """Finding 6."""
   frozen = compare(runs, 'random_frozen', 'all')
   family = 'm_n' if compare(runs, 'transfer', 'm_n') else 'random'
@@ -401,13 +384,13 @@ def beats_random_filters(runs: Sequence[Run]) -> Finding:
   return Finding(6, len(wins) == len(common), evidence)
 
 
-def primary_family(runs: Iterable[Run]) -> str | None:
+def primary_family(runs: Iterable[Result]) -> str | None:
   """The split family of findings 1-4, Figure 2 and Table 1: random, else m/n."""
   families = {r.family for r in runs}
   return next((f for f in ('random', 'm_n') if f in families), None)
 
 
-def evaluate(runs: Sequence[Run]) -> list[Finding]:
+def evaluate(runs: Sequence[Result]) -> list[Finding]:
   """The six findings, ids 1..6, in order."""
   family = primary_family(runs)
   return [specificity(runs, family), co_adaptation(runs, family),

@@ -3,18 +3,14 @@
   python -m tfx_jax.main --config=configs/m_n_split.py:dataset=fashion_mnist,runlocal
 """
 
-import difflib
 import os
-import re
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 from ml_collections import config_flags
 
-from tfx_jax import config as config_lib
-from tfx_jax import malloc, preemption, report, runner
-from tfx_jax.errors import UserError
+from tfx_jax import errors, malloc, preemption, report, runner
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
                                 'file.py:key=value,flag', lock_config=True)
@@ -45,7 +41,7 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
-    raise UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
+    raise errors.UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
   if FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes:
     # Collectives between processes on CPU need gloo; GPUs and TPUs ignore it.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -55,9 +51,8 @@ def main(argv):
     config = FLAGS.config
     config.get('dataset')  # A config file that failed to load raises on use.
   except Exception as e:  # pylint: disable=broad-except
-    raise UserError(_explain(e)) from e
-  config_name = os.path.splitext(os.path.basename(
-      flags.FLAGS['config'].config_filename))[0]
+    raise errors.UserError(errors.explain(e)) from e
+  config_name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
   complete = runner.run(config, workdir)
@@ -66,65 +61,12 @@ def main(argv):
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
 
 
-def _check_override_keys(argv) -> None:
-  """Unknown --config.KEY overrides, named with the closest known key."""
-  known = config_lib.base_config()
-  for arg in argv[1:]:
-    match = re.match(r'--config\.([\w.]+)', arg)
-    if not match:
-      continue
-    node, path = known, match.group(1).split('.')
-    for i, part in enumerate(path):
-      if not hasattr(node, 'keys') or part not in node:
-        options = sorted(node.keys()) if hasattr(node, 'keys') else []
-        close = difflib.get_close_matches(part, options, n=1)
-        hint = f' Did you mean {close[0]!r}?' if close else ''
-        raise UserError(f'Unknown config key {".".join(path[:i + 1])!r}.{hint} '
-                        f'Known keys: {", ".join(options)}.')
-      node = node[part]
-
-
-def _explain(error: BaseException) -> str:
-  """One line for a config or flag failure, from the root of its cause chain."""
-  chain = [error]
-  while chain[-1].__cause__ or chain[-1].__context__:
-    chain.append(chain[-1].__cause__ or chain[-1].__context__)
-  user = [e for e in chain if isinstance(e, UserError) and 'Traceback' not in str(e)]
-  if user:
-    return str(user[-1])
-  text = str(chain[-1])
-  missing = re.search(r"No such file or directory: '([^']+)'", text)
-  if 'Failed loading config file' in text and missing:
-    return (f'Config file {missing.group(1)!r} does not exist; pass an existing '
-            f'file, e.g. --config=configs/default.py.')
-  first = str(chain[0]).splitlines()[0]
-  if first.startswith('flag --config.'):
-    return f'Bad config value: {first[5:]}'
-  return first
-
-
-def _parse_flags(argv):
-  try:
-    _check_override_keys(argv)
-    return FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    if '--verbose' in argv:
-      raise
-    print(f'error: {_explain(e)}', file=sys.stderr)
-    sys.exit(2)
-
-
 def run():
   try:
-    app.run(main, flags_parser=_parse_flags)
+    errors.run(main)
   except preemption.Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(preemption.EXIT_CODE)
-  except UserError as e:
-    if FLAGS.verbose:
-      raise
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -25,25 +25,29 @@ class Preempted(Exception):
 
 
 class Watch:
-  """`reached(step)`: True once at the step where every process must save.
+  """`reached()`: True once at the step where every process must save.
 
-  `step` must grow by one per train step over the whole process (a grid-wide
-  counter), as JAX's sync protocol requires.
+  Counts the train steps of the whole process (`stepped()` after each), as
+  JAX's sync protocol requires a counter that grows by one per step.
   """
 
   def __init__(self):
     self._multihost = jax.process_count() > 1
     self._signalled = False
     self._previous = None
+    self.steps = 0
     if not self._multihost:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self._signalled = True
 
-  def reached(self, step: int) -> bool:
+  def stepped(self) -> None:
+    self.steps += 1
+
+  def reached(self) -> bool:
     if self._multihost:
-      return multihost_utils.reached_preemption_sync_point(step)
+      return multihost_utils.reached_preemption_sync_point(self.steps)
     return self._signalled
 
   def close(self) -> None:

@@ -2,6 +2,11 @@
 
 tensorboardX imports torch when it is installed, and TensorFlow's writer needs
 TensorFlow; scalars need neither, so we write the few protobuf fields by hand.
+The tensorboard package's `tensorboard.summary.Writer` (tried: it writes scalars
+without TensorFlow) stays out: it is marked experimental, would make grpcio,
+werkzeug and protobuf core dependencies, and writes gs:// through its fsspec
+stub as one open upload that becomes an object only on close, so a preempted
+VM loses the log; this writer goes through `files`, like every other output.
 """
 
 from __future__ import annotations

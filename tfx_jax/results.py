@@ -1,0 +1,177 @@
+"""The results schema: one `Result` per finished run, and results.csv.
+
+A run's result.json and its row of WORKDIR/results.csv hold the same fields,
+in `COLUMNS` order. The runner writes them, the report and the findings read
+them back through `read_csv`, which checks every row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from tfx_jax import experiments, files
+from tfx_jax.errors import UserError
+
+METRIC = 'best10_top1'  # The paper's metric (PAPER.md, Metric).
+
+
+def best10(values: Iterable[float]) -> float:
+  """The paper's metric: mean of the 10 highest validation top-1 values."""
+  return float(np.mean(sorted(values, reverse=True)[:10]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """One finished run: its identity (from its RunSpec) and its scores."""
+  run_id: str
+  split: str
+  treatment: str
+  source: str  # 'A' / 'B': the base the layers come from; '' when none.
+  target: str  # 'A' / 'B' / 'all': the classes trained and evaluated on.
+  n: int
+  seed: int
+  top1: float  # At the last step.
+  top5: float
+  best10_top1: float  # METRIC over the run's evaluations.
+  steps: int
+  wall_s: float  # Train and eval time, over every resume (compile and I/O excluded).
+
+  @classmethod
+  def of_run(cls, spec: experiments.RunSpec, history: Sequence[dict], steps: int,
+             wall_s: float) -> Result:
+    """The result of `spec` from its evaluations ({'top1', 'top5', ...} each)."""
+    last = history[-1]
+    return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
+               spec.n, spec.seed, last['top1'], last['top5'],
+               best10([h['top1'] for h in history]), steps, round(wall_s, 3))
+
+  @property
+  def accuracy(self) -> float:
+    return self.best10_top1
+
+  @property
+  def key(self) -> tuple[str, str, str, str, int, int]:
+    """What identifies a run across files: split, treatment, halves, n, seed."""
+    return (self.split, self.treatment, self.source, self.target, self.n, self.seed)
+
+  @property
+  def sort_key(self) -> tuple:
+    return (*self.key, self.accuracy, self.run_id)
+
+  @property
+  def family(self) -> str | None:
+    """'random', 'm_n' or 'all'; runs on every class (target 'all') are 'all'
+    whatever split the runner named, so random frozen filters meet their base."""
+    return 'all' if self.target == 'all' else split_family(self.split)
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(Result))
+_INTS, _FLOATS = ('n', 'seed', 'steps'), ('top1', 'top5', METRIC, 'wall_s')
+
+
+def split_family(split: str) -> str | None:
+  """'random:<seed>' -> 'random'; 'm_n' and 'all' are their own; else None."""
+  if split.startswith('random:'):
+    return 'random'
+  return split if split in ('m_n', 'all') else None
+
+
+def to_csv(results: Iterable[Result]) -> str:
+  """results.csv's text: the header, then a row per result (floats by repr)."""
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(COLUMNS)
+  for result in results:
+    writer.writerow([repr(v) if isinstance(v, float) else v
+                     for v in dataclasses.astuple(result)])
+  return out.getvalue()
+
+
+def from_dict(row: dict, where: str) -> Result:
+  """A checked Result from a CSV row or result.json; UserError naming `where`."""
+  if None in row or None in row.values():
+    raise UserError(f'{where}: expected {len(COLUMNS)} fields, as in the header.')
+  try:
+    ints = {c: int(row[c]) for c in _INTS}
+    floats = {c: float(row[c]) for c in _FLOATS}
+  except ValueError as e:
+    raise UserError(f'{where}: {e} (n, seed, steps must be integers; top1, '
+                    f'top5, best10_top1, wall_s numbers).') from None
+  result = Result(**{c: str(row[c]) for c in COLUMNS if c not in ints and c not in floats},
+                  **ints, **floats)
+  problem = _problem(result)
+  if problem:
+    raise UserError(f'{where}: {problem}.')
+  return result
+
+
+def _problem(r: Result) -> str | None:
+  """What makes `r` impossible, in words; None if nothing."""
+  treatment, source, target, n = r.treatment, r.source, r.target, r.n
+  if treatment not in experiments.TREATMENTS:
+    return (f'unknown treatment {treatment!r}; known: '
+            f'{", ".join(experiments.TREATMENTS)}')
+  if not 0 <= n <= 7 or (n == 0) != (treatment == 'base'):
+    return f'n = {n}, but base runs have n = 0 and the others n in 1..7'
+  if treatment == 'base' and (source != target or not target):
+    return f'a base run needs source == target, got {source!r}, {target!r}'
+  if treatment in ('selffer', 'selffer_ft') and (source != target
+                                                 or target not in ('A', 'B')):
+    return f'a selffer needs source == target in A, B, got {source!r}, {target!r}'
+  if treatment in ('transfer', 'transfer_ft') and {source, target} != {'A', 'B'}:
+    return f'a transfer needs source != target in A, B, got {source!r}, {target!r}'
+  if treatment == 'random_frozen' and not target:
+    return 'a random_frozen run needs a target'
+  bad = [c for c in ('top1', 'top5', METRIC) if not 0 <= getattr(r, c) <= 1]
+  if bad:
+    return f'{", ".join(bad)} outside [0, 1]'
+  if r.steps < 0:
+    return f'steps = {r.steps} is negative'
+  return None
+
+
+def read_csv(path: str) -> tuple[list[Result], list[str]]:
+  """The runs of results.csv (last row wins per run key), and notes about it.
+
+  Rows of splits the findings do not know are dropped with a note. Raises
+  UserError, naming the file and line, if it is missing or malformed.
+  """
+  if not files.exists(path):
+    raise UserError(f'No results file at {path}: run the grid first (it writes '
+                    f'results.csv into its workdir), or pass that --workdir.')
+  try:
+    with io.StringIO(files.read_text(path), newline='') as f:
+      reader = csv.DictReader(f)
+      if reader.fieldnames is None:
+        raise UserError(f'{path} is empty; expected the header {",".join(COLUMNS)}.')
+      missing = [c for c in COLUMNS if c not in reader.fieldnames]
+      if missing:
+        raise UserError(f'{path} lacks the column(s) {", ".join(missing)}; '
+                        f'expected the header {",".join(COLUMNS)}.')
+      rows = [from_dict(row, f'{path}, line {reader.line_num}') for row in reader]
+  except UnicodeDecodeError as e:
+    raise UserError(f'{path} is not UTF-8 text ({e.reason}).') from None
+  except csv.Error as e:
+    raise UserError(f'{path} is not valid CSV: {e}.') from None
+  latest, notes = {}, []
+  for run in rows:
+    latest[run.key] = run
+  if len(latest) < len(rows):
+    notes.append(f'{len(rows) - len(latest)} repeated row(s) of the same run '
+                 f'(split, treatment, source, target, n, seed): the last one '
+                 f'in the file was used.')
+  unknown = sorted({r.split for r in latest.values() if r.family is None})
+  if unknown:
+    notes.append(f'Rows of unknown split(s) {", ".join(unknown)} were ignored '
+                 f'(known: random:<seed>, m_n, all).')
+  runs = sorted((r for r in latest.values() if r.family is not None),
+                key=lambda r: r.sort_key)
+  return runs, notes
