@@ -95,6 +95,8 @@ class Grid:
                                   config.layers, config.only, config.targets)
     self.timers = Timers()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
+    self._eval_data = {}
+    self.preprocess = train.normalizer(self.data.mean, self.data.std)
     self._step_seconds, self._steps_done = 0.0, 0
     self.preemption = preemption.Watch()
     self.steps_taken = 0  # Over the whole grid: the preemption sync counter.
@@ -115,7 +117,7 @@ class Grid:
   def _batch_shapes(self, with_mask: bool):
     sharding = train.batch_sharded(self.mesh)
     b = self.config.eval_batch_size if with_mask else self.config.batch_size
-    shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.float32,
+    shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.uint8,
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
     if with_mask:
@@ -127,17 +129,27 @@ class Grid:
     if key not in self._steps:
       with self.timers('compile'):
         step = train.make_train_step(model, optimizer, surgery.first_layers(frozen_n),
-                                     self.mesh)
+                                     self.mesh, self.preprocess)
         self._steps[key] = step.lower(state, self._batch_shapes(False)).compile()
     return self._steps[key]
 
   def eval_step(self, model, params):
     if model.num_classes not in self._evals:
       with self.timers('compile'):
-        step = train.make_eval_step(model, self.mesh)
+        step = train.make_eval_step(model, self.mesh, self.preprocess)
         self._evals[model.num_classes] = step.lower(
             params, self._batch_shapes(True)).compile()
     return self._evals[model.num_classes]
+
+  def eval_data(self, target: str) -> input_pipeline.EvalData:
+    """A half's eval data, built once per grid and re-iterated at every evaluation."""
+    if target not in self._eval_data:
+      c = self.config
+      self._eval_data[target] = input_pipeline.EvalData(
+          c.dataset, self.halves[target], batch_size=self.local_eval_batch,
+          data_dir=c.data_dir, max_examples=c.eval_examples or None,
+          num_workers=c.num_workers)
+    return self._eval_data[target]
 
   def run_dir(self, spec: experiments.RunSpec) -> str:
     return os.path.join(self.workdir, 'runs', spec.run_id)
@@ -262,9 +274,8 @@ class Grid:
         wall += seconds
         with self.timers('eval'):
           t0 = time.perf_counter()
-          ev = train.evaluate(eval_fn, state.params, input_pipeline.eval_batches(
-              c.dataset, classes, batch_size=self.local_eval_batch, data_dir=c.data_dir,
-              max_examples=c.eval_examples or None), self.local_eval_batch, self.mesh)
+          ev = train.evaluate(eval_fn, state.params, self.eval_data(spec.target),
+                              self.local_eval_batch, self.mesh)
           wall += time.perf_counter() - t0
         history.append({'step': step, **{k: ev[k] for k in ('top1', 'top5', 'loss')}})
         if writer:
@@ -279,6 +290,7 @@ class Grid:
             ckpts.save(step, state, data.get_state(), {'history': history, 'wall_s': wall})
         seg_start, seg_steps = time.perf_counter(), 0
     finally:
+      data.close()  # Stops its worker processes now, not at garbage collection.
       with self.timers('io'):
         ckpts.close()
         if writer:
