@@ -203,6 +203,17 @@ def test_a_real_array_record_dataset(tmp_path):
   assert batch['image'].shape == (6, 28, 28, 3)
 
 
+def test_label_scan_in_threads_equals_a_serial_read(tmp_path):
+  TfxJaxTinyImages(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  source = tfds_source.open_split('tfx_jax_tiny_images', 'train', str(tmp_path))
+  serial = [int(source[i]['label']) for i in range(len(source))]
+  for threads in (1, 4, 64):
+    labels = tfds_source.scan_labels('tfx_jax_tiny_images', 'train', str(tmp_path), source,
+                                     num_threads=threads)
+    np.testing.assert_array_equal(labels, serial)
+  assert len(serial) == 30 and set(serial) == {0, 1, 2}
+
+
 def test_unknown_dataset_lists_the_known_ones():
   with pytest.raises(UserError) as e:
     input_pipeline.dataset_spec('imagenet')

@@ -27,6 +27,7 @@ import grain
 import jax
 import numpy as np
 from absl import flags
+from grain.multiprocessing import SharedMemoryArray
 
 from tfx_jax import fashion_mnist, jpeg_shards, tfds_source
 from tfx_jax.datasets import DATASETS, DatasetSpec, dataset_spec, host_workers  # pylint: disable=unused-import
@@ -183,8 +184,11 @@ class _EvalPlan:
 class _LoadBatch:
   """Plan -> {'image': uint8 [n, H, W, C], 'label': int32 [n]}: crop and flip as uint8."""
 
-  def __init__(self, source, spec: DatasetSpec):
+  def __init__(self, source, spec: DatasetSpec, shared_memory: bool = False):
     self._source, self._spec = source, spec
+    # In grain workers: build batches in shared memory, which grain then hands
+    # to the training process without copying them.
+    self._shared_memory = shared_memory
 
   def __call__(self, plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     batch = self.allocate(plan)
@@ -192,9 +196,10 @@ class _LoadBatch:
     return batch
 
   def allocate(self, plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = len(plan['index'])
-    return {'image': np.empty((n, *self._spec.image_shape), np.uint8),
-            'label': plan['label'].astype(np.int32)}
+    shape = (len(plan['index']), *self._spec.image_shape)
+    image = (SharedMemoryArray(shape, np.uint8) if self._shared_memory and shape[0]
+             else np.empty(shape, np.uint8))
+    return {'image': image, 'label': plan['label'].astype(np.int32)}
 
   def fill(self, plan: dict[str, np.ndarray], out: np.ndarray, lo: int, hi: int) -> None:
     """Writes the images of plan rows lo..hi-1 into out[lo:hi]."""
@@ -299,9 +304,9 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
   plan = _TrainPlan(positions, labels, seed=seed, batch_size=batch_size,
                     process_index=p, process_count=n, spec=spec,
                     augment=spec.augment if augment is None else augment)
-  batches = grain.MapDataset.source(plan).map(_LoadBatch(source, spec))
-  return TrainIterator(batches, read_options or default_read_options(),
-                       host_workers(spec, num_workers))
+  workers = host_workers(spec, num_workers)
+  batches = grain.MapDataset.source(plan).map(_LoadBatch(source, spec, workers > 0))
+  return TrainIterator(batches, read_options or default_read_options(), workers)
 
 
 class EvalData:

@@ -22,6 +22,7 @@ import json
 import os
 import threading
 
+import cv2
 import numpy as np
 import simplejpeg
 from etils import epath
@@ -87,6 +88,16 @@ def decode(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
   """JPEG bytes -> uint8 RGB [H, W, 3] (libjpeg-turbo via simplejpeg, the fastest
   decoder measured here: README, Preparing ImageNet)."""
   return simplejpeg.decode_jpeg(data, 'RGB', buffer=out)
+
+
+def crop_into(image: np.ndarray, y: int, x: int, flip: bool, out: np.ndarray) -> None:
+  """out[...] = image's crop at (y, x) of out's size, mirrored if `flip`."""
+  h, w = out.shape[:2]
+  crop = image[y:y + h, x:x + w]
+  if flip:  # cv2: 25x faster than numpy's copy through a negative stride.
+    cv2.flip(crop, 1, dst=out)
+  else:
+    out[...] = crop
 
 
 class JpegShardSource:
@@ -165,17 +176,19 @@ class JpegShardSource:
   def crops(self, indices, y, x, flip, out: np.ndarray) -> None:
     """Decode images `indices` and write their crops at (y, x), mirrored where
     `flip`, into `out` (uint8 [n, h, w, 3]): no full-size batch is made."""
-    h, w = out.shape[1:3]
     scratch = getattr(self._scratch, 'buffer', None)
     if scratch is None:
       scratch = self._scratch.buffer = np.empty(self.image_shape, np.uint8)
     for r, data in enumerate(self.read(indices)):
-      image = decode(data, scratch)
+      try:
+        image = decode(data, scratch)
+      except ValueError as e:  # Not a JPEG, or larger than the manifest says.
+        raise UserError(f'{self.root}: {self.split} image {indices[r]} does not decode '
+                        f'({e}); prepare the data again.') from None
       if image.shape != self.image_shape:
         raise UserError(f'{self.root}: {self.split} image {indices[r]} is '
                         f'{image.shape}, expected {self.image_shape}; prepare again.')
-      crop = image[y[r]:y[r] + h, x[r]:x[r] + w]
-      out[r] = crop[:, ::-1] if flip[r] else crop
+      crop_into(image, y[r], x[r], flip[r], out[r])
 
   def images(self, indices) -> list[np.ndarray]:
     return [decode(data) for data in self.read(indices)]

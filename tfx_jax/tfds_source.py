@@ -86,7 +86,7 @@ def scan_labels(tfds_name: str, split: str, data_dir: str | None, source,
   except ImportError:  # Some TFDS paths (mock data) need TensorFlow to skip decoding.
     fast, num_threads = source, 1  # Mock sources are patched, not thread-safe.
   n = len(source)
-  bounds = np.linspace(0, n, max(1, min(num_threads, n // 256)) + 1).astype(int)
+  bounds = np.linspace(0, n, max(1, min(num_threads, n)) + 1).astype(int)
 
   def scan(lo_hi):
     return [int(fast[i]['label']) for i in range(*lo_hi)]
