@@ -144,3 +144,19 @@ def test_ranged_reads_through_fsspec_equal_local_preads(prepared_imagenet):
   indices = [23, 0, 7, 7, 12]  # Across shards, repeated, out of order.
   assert remote.read(indices) == local.read(indices)
   assert len({len(b) for b in local.read(indices)}) > 1
+
+
+def test_concurrent_reads_with_few_open_shards_read_the_right_bytes(prepared_imagenet,
+                                                                    monkeypatch):
+  """Eval threads share a source whose open-shard cache evicts while others read."""
+  from concurrent import futures
+  monkeypatch.setattr(jpeg_shards, '_MAX_OPEN_SHARDS', 2)
+  root = os.path.join(prepared_imagenet, 'imagenet2012_jpeg256')
+  want = jpeg_shards.JpegShardSource(root, 'train').read(range(24))
+  shared = jpeg_shards.JpegShardSource(root, 'train')
+  orders = [np.random.default_rng(i).integers(0, 24, 200) for i in range(8)]
+  with futures.ThreadPoolExecutor(8) as pool:
+    got = list(pool.map(shared.read, orders))
+  for order, data in zip(orders, got):
+    assert data == [want[i] for i in order]
+  assert len(shared._fds) <= 2 and not shared._busy and not shared._retired  # pylint: disable=protected-access

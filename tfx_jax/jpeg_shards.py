@@ -124,11 +124,12 @@ class JpegShardSource:
 
   def _reset(self):
     self._pid, self._fds, self._fs = os.getpid(), collections.OrderedDict(), None
+    self._busy, self._retired = collections.Counter(), set()
     self._lock, self._scratch = threading.Lock(), threading.local()
 
   def __getstate__(self):
     state = dict(self.__dict__)
-    for key in ('_pid', '_fds', '_fs', '_lock', '_scratch'):
+    for key in ('_pid', '_fds', '_fs', '_busy', '_retired', '_lock', '_scratch'):
       del state[key]
     return state
 
@@ -139,7 +140,8 @@ class JpegShardSource:
   def __len__(self) -> int:
     return len(self.labels)
 
-  def _fd(self, shard: int) -> int:
+  def _acquire(self, shard: int) -> int:
+    """An open descriptor of `shard`, which no thread closes until released."""
     with self._lock:
       if self._pid != os.getpid():  # Forked: descriptors are shared with the parent.
         self._reset()
@@ -147,9 +149,30 @@ class JpegShardSource:
       if fd is None:
         fd = os.open(shard_path(self.root, self.split, shard), os.O_RDONLY)
         while len(self._fds) >= _MAX_OPEN_SHARDS:
-          os.close(self._fds.popitem(last=False)[1])
+          old = self._fds.popitem(last=False)[1]
+          if self._busy[old]:
+            self._retired.add(old)  # Closed by its last reader.
+          else:
+            os.close(old)
       self._fds[shard] = fd
+      self._busy[fd] += 1
       return fd
+
+  def _release(self, fd: int) -> None:
+    with self._lock:
+      self._busy[fd] -= 1
+      if not self._busy[fd]:
+        del self._busy[fd]
+        if fd in self._retired:
+          self._retired.remove(fd)
+          os.close(fd)
+
+  def _pread(self, shard: int, size: int, offset: int) -> bytes:
+    fd = self._acquire(shard)
+    try:
+      return os.pread(fd, size, offset)
+    finally:
+      self._release(fd)
 
   def read(self, indices) -> list[bytes]:
     """The encoded images `indices`: preads here, one concurrent call on gs://."""
@@ -157,8 +180,7 @@ class JpegShardSource:
     shards = indices // self.images_per_shard
     offsets, sizes = self._index[indices, 0], self._index[indices, 1]
     if self._local:
-      out = [os.pread(self._fd(int(k)), int(n), int(o))
-             for k, o, n in zip(shards, offsets, sizes)]
+      out = [self._pread(int(k), int(n), int(o)) for k, o, n in zip(shards, offsets, sizes)]
     else:
       if self._fs is None:
         import fsspec  # pylint: disable=g-import-not-at-top
@@ -197,8 +219,10 @@ class JpegShardSource:
     """Closes this process's open shards (reads reopen them)."""
     with self._lock:
       if self._pid == os.getpid():
-        while self._fds:
-          os.close(self._fds.popitem()[1])
+        for fd in [*self._fds.values(), *self._retired]:
+          os.close(fd)
+        self._fds.clear()
+        self._retired.clear()
 
   def __del__(self):
     try:
