@@ -28,9 +28,10 @@ def raw_split(name, split):
 
 
 def unnormalise(images, spec):
-  x = images * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)
-  np.testing.assert_allclose(x, np.round(x), atol=2e-3)
-  return np.round(x).astype(np.uint8)
+  """Batches hold the stored uint8 pixels; normalisation happens on the device."""
+  del spec
+  assert images.dtype == np.uint8
+  return images
 
 
 def test_cifar10_train_epoch_and_eval(mock_data, tmp_path):
@@ -54,7 +55,7 @@ def test_cifar10_train_epoch_and_eval(mock_data, tmp_path):
     assert len(set(seen)) == len(seen) == len(subset) // 2 * 2
 
     test_images, test_labels = raw_split('cifar10', 'test')
-    batches = list(input_pipeline.eval_batches('cifar10', classes, batch_size=5,
+    batches = list(input_pipeline.EvalData('cifar10', classes, batch_size=5,
                                                cache_dir=str(tmp_path)))
     got = np.concatenate([b['image'] for b in batches])
     want = [i for i, l in enumerate(test_labels) if l in classes]
@@ -90,7 +91,7 @@ def test_imagenet2012_resize_centre_crop_and_labels(mock_data, tmp_path):
     images, labels = raw_split('imagenet2012', 'validation')
     want = [i for i, l in enumerate(labels) if l in a]
     assert want
-    batches = list(input_pipeline.eval_batches('imagenet2012', a, batch_size=4,
+    batches = list(input_pipeline.EvalData('imagenet2012', a, batch_size=4,
                                                cache_dir=str(tmp_path)))
     got = np.concatenate([b['image'] for b in batches])
     assert got.shape == (len(want), 227, 227, 3)
@@ -120,7 +121,7 @@ def test_imagenet_resized_labels_are_mapped_to_sorted_wnids(mock_data, tmp_path)
     classes = [sorted_wnids.index(resized_wnids[l]) for l in labels]
     want = [c for c in classes if c in man_made]
     assert want
-    batches = list(input_pipeline.eval_batches('imagenet_resized_32', man_made,
+    batches = list(input_pipeline.EvalData('imagenet_resized_32', man_made,
                                                batch_size=8, cache_dir=str(tmp_path)))
     assert batches[0]['image'].shape[1:] == (28, 28, 3)
     got = np.concatenate([b['label'] for b in batches])
@@ -132,19 +133,20 @@ def test_label_index_is_cached_and_written_atomically(mock_data, tmp_path, monke
     cache = tmp_path / 'cache'
     monkeypatch.setattr(os, 'replace', _interrupted)
     with pytest.raises(RuntimeError, match='interrupted'):
-      input_pipeline.eval_batches('cifar10', (0, 1), batch_size=4, cache_dir=str(cache))
+      input_pipeline.EvalData('cifar10', (0, 1), batch_size=4, cache_dir=str(cache))
     assert [f for _, _, files in os.walk(cache) for f in files] == []  # Nothing half-written.
     monkeypatch.undo()
 
-    first = list(input_pipeline.eval_batches('cifar10', (0, 1), batch_size=4,
+    first = list(input_pipeline.EvalData('cifar10', (0, 1), batch_size=4,
                                              cache_dir=str(cache)))
     files = [f for _, _, files in os.walk(cache) for f in files]
     assert files == ['tfx_jax-labels-test.npy']
+    assert not os.path.exists('/tmp/non-existing')  # Mock data's dir: not created.
 
     def no_scan(*args):
       raise AssertionError('labels scanned again')
     monkeypatch.setattr(tfds_source, 'scan_labels', no_scan)
-    again = list(input_pipeline.eval_batches('cifar10', (0, 1), batch_size=4,
+    again = list(input_pipeline.EvalData('cifar10', (0, 1), batch_size=4,
                                              cache_dir=str(cache)))
     np.testing.assert_array_equal(np.concatenate([b['label'] for b in first]),
                                   np.concatenate([b['label'] for b in again]))
@@ -184,7 +186,7 @@ def test_a_real_array_record_dataset(tmp_path):
                                     tfds_name='tfx_jax_tiny_images', stored_size=(32, 32),
                                     mean=(127.5,) * 3, std=(64.0,) * 3)
   input_pipeline.check_prepared(spec, str(tmp_path))
-  batches = list(input_pipeline.eval_batches(spec, (2, 0), batch_size=3,
+  batches = list(input_pipeline.EvalData(spec, (2, 0), batch_size=3,
                                              data_dir=str(tmp_path)))
   got = np.concatenate([b['image'] for b in batches])
   # TFDS shuffles records when preparing: compare as sets of (image, label).
@@ -199,6 +201,17 @@ def test_a_real_array_record_dataset(tmp_path):
   batch = next(input_pipeline.train_iterator(spec, (0, 1, 2), batch_size=6, seed=0,
                                              data_dir=str(tmp_path)))
   assert batch['image'].shape == (6, 28, 28, 3)
+
+
+def test_label_scan_in_threads_equals_a_serial_read(tmp_path):
+  TfxJaxTinyImages(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  source = tfds_source.open_split('tfx_jax_tiny_images', 'train', str(tmp_path))
+  serial = [int(source[i]['label']) for i in range(len(source))]
+  for threads in (1, 4, 64):
+    labels = tfds_source.scan_labels('tfx_jax_tiny_images', 'train', str(tmp_path), source,
+                                     num_threads=threads)
+    np.testing.assert_array_equal(labels, serial)
+  assert len(serial) == 30 and set(serial) == {0, 1, 2}
 
 
 def test_unknown_dataset_lists_the_known_ones():

@@ -72,4 +72,26 @@ def test_imagenet_not_prepared_is_a_short_error(tmp_path):
   assert result.returncode == 2
   assert 'Traceback' not in result.stderr
   assert 'imagenet2012' in result.stderr and 'tfds build' in result.stderr
+  assert 'python -m tfx_jax.prepare imagenet2012' in result.stderr
   assert not os.path.exists(f'{tmp_path}/w/results.csv')
+
+
+def test_grid_on_prepared_synthetic_imagenet(prepared_imagenet, tmp_path):
+  """The m/n grid's transfer at n = 1 on ImageNet from tfx_jax.prepare: JPEG workers (auto),
+  eval threads, uint8 batches normalised on the device, CaffeNet's crop size."""
+  workdir = str(tmp_path / 'imagenet')
+  result = cli('--config=configs/m_n_split.py:dataset=imagenet2012,runlocal',
+               f'--workdir={workdir}', f'--config.data_dir={prepared_imagenet}',
+               '--config.model=small', '--config.layers=(1,)', '--config.batch_size=4',
+               '--config.eval_batch_size=4', '--config.total_steps=2', '--config.lr_step=1',
+               '--config.eval_every=1', '--config.checkpoint_every=1',
+               '--config.log_every=1', '--config.lr=1e-6', '--config.report=False',
+               '--config.only=(base,transfer)')
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = results(workdir)
+  assert set(rows) == {'m_n-baseA-s0', 'm_n-baseB-s0', 'm_n-A1B-s0'}
+  for r in rows.values():
+    assert r['steps'] == '2' and 0 <= float(r['top1']) <= float(r['top5']) <= 1
+  with open(os.path.join(workdir, 'runs', 'm_n-A1B-s0', 'metrics.jsonl')) as f:
+    evals = [json.loads(line) for line in f if '"eval"' in line]
+  assert [e['step'] for e in evals] == [1, 2] and {e['count'] for e in evals} == {4}

@@ -289,3 +289,16 @@ def test_figure2_base_is_the_base_of_the_target_halves(tmp_path):
   bases = [line for ax in fig.axes for line in ax.get_lines()
            if line.get_linestyle() == ':' and line.get_color() == 'grey']
   assert bases and all(abs(line.get_ydata()[0] - 0.80) < 1e-9 for line in bases)
+
+
+def test_a_base_at_zero_accuracy_has_no_ratio_but_a_report(tmp_path):
+  lines = [','.join(results.COLUMNS)]
+  for i, (treatment, source, target, n, acc) in enumerate(
+      [('base', 'B', 'B', 0, 0.0), ('base', 'A', 'A', 0, 0.5),
+       ('transfer', 'A', 'B', 1, 0.3), ('transfer', 'A', 'B', 5, 0.3)]):
+    lines.append(f'r{i},random:0,{treatment},{source},{target},{n},0,{acc},{acc},{acc},'
+                 f'10,1.0')
+  (tmp_path / 'results.csv').write_text('\n'.join(lines) + '\n')
+  result = report.write_report(str(tmp_path))
+  assert verdicts(result)[1] is False  # AnB - base = +0.3: no fall.
+  assert 'No AnB runs with a base' in (tmp_path / 'report' / 'generality.md').read_text()

@@ -114,3 +114,31 @@ def test_state_owns_its_buffers_so_shared_params_survive_donation(model, on_mesh
     state = train.create_state(shared, opt, seed=0, mesh=mesh)
     state, _ = step(state, train.global_batch(_batch(0), mesh))
   assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(shared))
+
+
+def test_uint8_batches_normalised_in_the_steps_match_host_normalised_floats(model):
+  """The model sees the same inputs as when the host normalised (float rounding)."""
+  mesh = train.make_mesh()
+  rng = np.random.default_rng(0)
+  mean, std = (72.94,), (90.02,)
+  uint8 = {'image': rng.integers(0, 256, (16, *IMAGE_SHAPE), np.uint8),
+           'label': rng.integers(0, NUM_CLASSES, 16).astype(np.int32)}
+  host = dict(uint8, image=(uint8['image'].astype(np.float32) - np.float32(mean[0])) *
+              (1.0 / np.asarray(std, np.float32)))
+  preprocess = train.normalizer(mean, std)
+  state, _ = _setup(model, 2, mesh)
+  params = jax.device_get(state.params)
+  sums = [train.evaluate(train.make_eval_step(model, mesh, prep), params, [batch], 16, mesh)
+          for prep, batch in ((preprocess, uint8), (None, host))]
+  for k in ('loss', 'top1', 'top5'):
+    np.testing.assert_allclose(sums[0][k], sums[1][k], rtol=1e-5)
+  params_after = []
+  for prep, batch in ((preprocess, uint8), (None, host)):
+    state, _ = _setup(model, 2, mesh)
+    opt = optim.make_optimizer(surgery.freeze_labels(params, surgery.first_layers(2)),
+                               optim.make_schedule('constant', 0.01, 100))
+    step = train.make_train_step(model, opt, surgery.first_layers(2), mesh, prep)
+    state, _ = step(state, train.global_batch(batch, mesh))
+    params_after.append(jax.device_get(state.params))
+  for a, b in zip(jax.tree.leaves(params_after[0]), jax.tree.leaves(params_after[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

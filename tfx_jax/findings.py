@@ -132,7 +132,7 @@ def compare(runs: Sequence[Result], treatment: str, family: str, *,
 
   `against` is 'base' (the base on the run's target half) or a treatment at
   the same n on the target half (e.g. 'selffer_ft'). Runs with no reference
-  at all are left out.
+  at all (or, for a ratio, one at 0) are left out.
   """
   exact, pooled = {}, defaultdict(list)
   for ref in select(runs, against, family):
@@ -144,7 +144,7 @@ def compare(runs: Sequence[Result], treatment: str, family: str, *,
     ref = exact.get((run.split, run.target, n_ref, run.seed))
     if ref is None and (run.split, run.target, n_ref) in pooled:
       ref = float(np.mean(pooled[(run.split, run.target, n_ref)]))
-    if ref is None:
+    if ref is None or (ratio and ref == 0):  # A base that learnt nothing has no ratio.
       continue
     value = run.accuracy / ref if ratio else run.accuracy - ref
     by_n[run.n].append(((run.split, run.target, run.seed), value))

@@ -1,10 +1,14 @@
-"""grain input pipelines: one half's classes of a dataset, as batches of numpy arrays.
+"""grain input pipelines: one half's classes of a dataset, as batches of uint8 images.
 
-Sources: any supported TFDS dataset prepared as array_record (read with
-`tfds.data_source`), and Fashion-MNIST from its IDX files (`fashion_mnist.py`).
-Both give uint8 images by example index and a label index (per-example labels,
-read once and cached), so a class subset is selected up front, without decoding
-images, and images are cropped, flipped and normalised a whole batch at a time.
+Sources: ImageNet prepared by `python -m tfx_jax.prepare` (JPEG shards,
+`jpeg_shards.py`), any supported TFDS dataset prepared as array_record (read
+with `tfds.data_source`), and Fashion-MNIST from its IDX files
+(`fashion_mnist.py`). All give uint8 images by example index and a label index
+(per-example labels, read once and cached), so a class subset is selected up
+front, without decoding images. Images are cropped and flipped as uint8; the
+cast to float and the mean subtraction happen on the device, inside the
+jitted steps (`train.normalizer`), so batches cross to the device at a quarter
+of float32's bytes.
 
 Every process computes the same GLOBAL batches (shuffle and augmentation draws
 depend only on the seed, the epoch and the batch number) and reads only its own
@@ -14,87 +18,20 @@ the number of processes.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent import futures
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 from absl import flags
+from grain.multiprocessing import SharedMemoryArray
 
-from tfx_jax import fashion_mnist, tfds_source
+from tfx_jax import fashion_mnist, jpeg_shards, tfds_source
+from tfx_jax.datasets import DATASETS, DatasetSpec, dataset_spec, host_workers  # pylint: disable=unused-import
 from tfx_jax.errors import UserError
-
-_IMAGENET_MEAN = (123.68, 116.78, 103.94)  # Per-channel RGB mean, 0..255 scale.
-_IMAGENET_STD = (58.393, 57.12, 57.375)
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """How to read and feed one dataset."""
-  name: str
-  num_classes: int
-  image_shape: tuple[int, int, int]  # (H, W, C) fed to the model, after the crop.
-  augment: bool  # Default train augmentation: random crop and horizontal flip.
-  tfds_name: str | None = None  # None: Fashion-MNIST IDX files.
-  train_split: str = 'train'
-  eval_split: str = 'test'
-  stored_size: tuple[int, int] | None = None  # (H, W) as read; None: image_shape's.
-  resize: bool = False  # Resize every image to stored_size on reading.
-  pad: int = 0  # Zero padding around the image before the random train crop.
-  mean: tuple[float, ...] = (0.0,)  # Subtracted per channel (0..255 scale) ...
-  std: tuple[float, ...] = (1.0,)  # ... then divided by this.
-  # TFDS label file when its class order is not imagenet2012's sorted wnids;
-  # labels are mapped onto that order, so all ImageNet variants share splits.
-  wnid_labels: str | None = None
-
-  @property
-  def source_size(self) -> tuple[int, int]:
-    return self.stored_size or self.image_shape[:2]
-
-
-def _imagenet_resized(size: int, crop: int) -> DatasetSpec:
-  return DatasetSpec(
-      f'imagenet_resized_{size}', 1000, (crop, crop, 3), True,
-      tfds_name=f'imagenet_resized/{size}x{size}', eval_split='validation',
-      stored_size=(size, size), mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
-      wnid_labels='image_classification/imagenet_resized_labels.txt')
-
-
-# Small images are cropped like the paper's 227 of 256 (about 7/8 of the side).
-DATASETS: dict[str, DatasetSpec] = {
-    # PAPER.md: resized to 256x256, random 227 crop; Caffe scale (mean only).
-    'imagenet2012': DatasetSpec(
-        'imagenet2012', 1000, (227, 227, 3), True, tfds_name='imagenet2012',
-        eval_split='validation', stored_size=(256, 256), resize=True,
-        mean=_IMAGENET_MEAN, std=(1.0, 1.0, 1.0)),
-    'imagenet_resized_32': _imagenet_resized(32, 28),
-    'imagenet_resized_64': _imagenet_resized(64, 56),
-    'cifar10': DatasetSpec('cifar10', 10, (28, 28, 3), True, tfds_name='cifar10',
-                           stored_size=(32, 32), mean=(125.3, 123.0, 113.9),
-                           std=(63.0, 62.1, 66.7)),
-    'cifar100': DatasetSpec('cifar100', 100, (28, 28, 3), True, tfds_name='cifar100',
-                            stored_size=(32, 32), mean=(129.3, 124.1, 112.4),
-                            std=(68.2, 65.4, 70.4)),
-    # Grey-scale sets: no augmentation by default; if switched on, +-2 pixel
-    # shifts (zero = background padding) and flips.
-    'fashion_mnist': DatasetSpec('fashion_mnist', 10, (28, 28, 1), False, pad=2,
-                                 mean=(72.94,), std=(90.02,)),
-    'mnist': DatasetSpec('mnist', 10, (28, 28, 1), False, tfds_name='mnist', pad=2,
-                         mean=(33.32,), std=(78.57,)),
-}
-
-
-def dataset_spec(name: str | DatasetSpec) -> DatasetSpec:
-  """The spec of a known dataset (a DatasetSpec is passed through)."""
-  if isinstance(name, DatasetSpec):
-    return name
-  if name not in DATASETS:
-    raise UserError(f'Unknown dataset {name!r}; known datasets: {", ".join(DATASETS)}.')
-  return DATASETS[name]
-
 
 # ---------------------------------------------------------------- sources
 
@@ -112,9 +49,24 @@ class _ArraySource:
     return self._images[indices]
 
 
+def _jpeg_root(spec: DatasetSpec, data_dir: str | None) -> str | None:
+  """The dataset's JPEG-shard directory, if tfx_jax.prepare has completed one."""
+  if spec.jpeg_dir is None:
+    return None
+  root = jpeg_shards.dataset_dir(data_dir, spec.jpeg_dir)
+  return root if jpeg_shards.read_manifest(root) is not None else None
+
+
 def _source(spec: DatasetSpec, split: str, data_dir: str | None, cache_dir: str | None):
   if spec.tfds_name is None:
     return _ArraySource(*fashion_mnist.load(split, data_dir))
+  root = _jpeg_root(spec, data_dir)
+  if root:
+    source = jpeg_shards.JpegShardSource(root, split)
+    if source.image_shape[:2] != spec.source_size:
+      raise UserError(f'{root} holds {source.image_shape[:2]} images; {spec.name} '
+                      f'needs {spec.source_size}.')
+    return source
   return tfds_source.TfdsSource(
       spec.tfds_name, split, data_dir, cache_dir=cache_dir,
       resize=spec.source_size if spec.resize else None, wnid_labels=spec.wnid_labels)
@@ -127,8 +79,12 @@ def check_prepared(name: str | DatasetSpec, data_dir: str | None = None) -> None
     for split in (spec.train_split, spec.eval_split):  # Validates the files;
       fashion_mnist.load(split, data_dir)  # cached, so no cost later.
     return
+  root = _jpeg_root(spec, data_dir)
   for split in (spec.train_split, spec.eval_split):
-    tfds_source.open_split(spec.tfds_name, split, data_dir)
+    if root:
+      jpeg_shards.JpegShardSource(root, split)
+    else:
+      tfds_source.open_split(spec.tfds_name, split, data_dir)
 
 
 # ---------------------------------------------------------------- plans
@@ -226,37 +182,52 @@ class _EvalPlan:
 
 
 class _LoadBatch:
-  """Plan -> {'image': float32 [n, H, W, C], 'label': int32 [n]}, vectorised."""
+  """Plan -> {'image': uint8 [n, H, W, C], 'label': int32 [n]}: crop and flip as uint8."""
 
-  def __init__(self, source, spec: DatasetSpec):
+  def __init__(self, source, spec: DatasetSpec, shared_memory: bool = False):
     self._source, self._spec = source, spec
-    self._mean = np.asarray(spec.mean, np.float32)
-    self._scale = 1.0 / np.asarray(spec.std, np.float32)
+    # In grain workers: build batches in shared memory, which grain then hands
+    # to the training process without copying them.
+    self._shared_memory = shared_memory
 
   def __call__(self, plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch = self.allocate(plan)
+    self.fill(plan, batch['image'], 0, len(plan['index']))
+    return batch
+
+  def allocate(self, plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    shape = (len(plan['index']), *self._spec.image_shape)
+    image = (SharedMemoryArray(shape, np.uint8) if self._shared_memory and shape[0]
+             else np.empty(shape, np.uint8))
+    return {'image': image, 'label': plan['label'].astype(np.int32)}
+
+  def fill(self, plan: dict[str, np.ndarray], out: np.ndarray, lo: int, hi: int) -> None:
+    """Writes the images of plan rows lo..hi-1 into out[lo:hi]."""
     spec = self._spec
     h, w, c = spec.image_shape
-    n = len(plan['index'])
-    images = self._source.images(plan['index'])
+    index = plan['index'][lo:hi]
+    n = len(index)
+    if 'flip' in plan:
+      y, x, flip = plan['y'][lo:hi], plan['x'][lo:hi], plan['flip'][lo:hi]
+    else:  # Centre crop.
+      y = np.full(n, (spec.source_size[0] - h) // 2)
+      x = np.full(n, (spec.source_size[1] - w) // 2)
+      flip = np.zeros(n, bool)
+    if hasattr(self._source, 'crops'):  # Decodes straight into the batch.
+      self._source.crops(index, y, x, flip, out[lo:hi])
+      return
+    images = self._source.images(index)
     images = np.stack(images) if n else np.zeros((0, *spec.source_size, c), np.uint8)
     if images.shape[1:3] != spec.source_size or images.shape[3] != c:
       raise UserError(f'Dataset {spec.name} has images of shape {images.shape[1:]}, '
                       f'expected {(*spec.source_size, c)}.')
-    if 'flip' in plan:
-      if spec.pad:
-        p = spec.pad
-        images = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-      y, x = plan['y'], plan['x']
-      cols = np.where(plan['flip'][:, None], np.arange(w - 1, -1, -1), np.arange(w))
-    else:  # Centre crop.
-      y = np.full(n, (images.shape[1] - h) // 2)
-      x = np.full(n, (images.shape[2] - w) // 2)
-      cols = np.broadcast_to(np.arange(w), (n, w))
+    if spec.pad and 'flip' in plan:
+      p = spec.pad
+      images = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    cols = np.where(flip[:, None], np.arange(w - 1, -1, -1), np.arange(w))
     # One gather does crop and flip for the whole batch.
-    images = images[np.arange(n)[:, None, None], (y[:, None] + np.arange(h))[:, :, None],
-                    (x[:, None] + cols)[:, None, :]]
-    images = (images.astype(np.float32) - self._mean) * self._scale
-    return {'image': images, 'label': plan['label'].astype(np.int32)}
+    out[lo:hi] = images[np.arange(n)[:, None, None], (y[:, None] + np.arange(h))[:, :, None],
+                        (x[:, None] + cols)[:, None, :]]
 
 
 def default_read_options() -> grain.ReadOptions:
@@ -305,6 +276,21 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
       self._it = None
 
 
+def _open(name: str | DatasetSpec, split: str, classes: Sequence[int], batch_size: int,
+          data_dir: str | None, process_index: int | None, process_count: int | None,
+          cache_dir: str | None):
+  """What both pipelines start from: the spec, this process (p, n), the 'train'
+  or 'eval' split's source, and the positions and labels of `classes` in it."""
+  spec = dataset_spec(name)
+  p, n = _processes(process_index, process_count)
+  if batch_size < 1:
+    raise UserError(f'batch_size must be >= 1, got {batch_size}.')
+  source = _source(spec, spec.train_split if split == 'train' else spec.eval_split,
+                   data_dir, cache_dir)
+  positions, labels = _subset(source.labels, classes, spec.num_classes)
+  return spec, p, n, source, positions, labels
+
+
 def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_size: int,
                    seed: int, data_dir: str | None = None, augment: bool | None = None,
                    process_index: int | None = None, process_count: int | None = None,
@@ -316,15 +302,12 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
   batch_size * process_count. Each epoch is a fresh permutation drawn from
   `seed`; the last incomplete global batch of an epoch is dropped. The iterator's
   `get_state()` is a JSON-serialisable dict; `set_state` resumes on exactly the
-  next batch. `cache_dir` holds the label index when the data directory is not
+  next batch. num_workers: grain worker processes, -1 for `host_workers`'s
+  rule. `cache_dir` holds the label index when the data directory is not
   writable (default: next to the data, else ~/.cache/tfx_jax).
   """
-  spec = dataset_spec(name)
-  p, n = _processes(process_index, process_count)
-  if batch_size < 1:
-    raise UserError(f'batch_size must be >= 1, got {batch_size}.')
-  source = _source(spec, spec.train_split, data_dir, cache_dir)
-  positions, labels = _subset(source.labels, classes, spec.num_classes)
+  spec, p, n, source, positions, labels = _open(
+      name, 'train', classes, batch_size, data_dir, process_index, process_count, cache_dir)
   if len(positions) < batch_size * n:
     raise UserError(f'The {len(positions)} training examples of the chosen classes '
                     f'of {spec.name} do not fill one global batch of {batch_size * n}; '
@@ -332,31 +315,59 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
   plan = _TrainPlan(positions, labels, seed=seed, batch_size=batch_size,
                     process_index=p, process_count=n, spec=spec,
                     augment=spec.augment if augment is None else augment)
-  batches = grain.MapDataset.source(plan).map(_LoadBatch(source, spec))
-  return TrainIterator(batches, read_options or default_read_options(), num_workers)
+  workers = host_workers(spec, num_workers)
+  batches = grain.MapDataset.source(plan).map(_LoadBatch(source, spec, workers > 0))
+  return TrainIterator(batches, read_options or default_read_options(), workers)
 
 
-def eval_batches(name: str | DatasetSpec, classes: Sequence[int], *, batch_size: int,
-                 data_dir: str | None = None, max_examples: int | None = None,
-                 process_index: int | None = None, process_count: int | None = None,
-                 read_options: grain.ReadOptions | None = None,
-                 cache_dir: str | None = None) -> Iterable[dict[str, np.ndarray]]:
-  """The eval split restricted to `classes`, centre-cropped, in dataset order.
+class EvalData:
+  """The eval split restricted to `classes`: built once, iterated at every evaluation.
 
-  Each example once over all processes: process p gets rows [p*b:(p+1)*b] of
-  each global batch of b * process_count. Every process yields the same number
-  of batches; the last ones are smaller, possibly empty (pad with
-  train.pad_batch). Re-iterable.
+  Each iteration yields this process's batches, centre-cropped, in dataset
+  order; each example once over all processes: process p gets rows
+  [p*b:(p+1)*b] of each global batch of b * process_count. Every process
+  yields the same number of batches; the last ones are smaller, possibly empty
+  (pad with train.pad_batch). With threads, each batch is split over them (the
+  JPEG decoder and file reads release the GIL) and the next batch loads while
+  the caller uses the current one; no process is started per evaluation.
   """
-  spec = dataset_spec(name)
-  p, n = _processes(process_index, process_count)
-  if batch_size < 1:
-    raise UserError(f'batch_size must be >= 1, got {batch_size}.')
-  source = _source(spec, spec.eval_split, data_dir, cache_dir)
-  positions, labels = _subset(source.labels, classes, spec.num_classes)
-  if max_examples is not None:
-    positions, labels = positions[:max_examples], labels[:max_examples]
-  plan = _EvalPlan(positions, labels, batch_size=batch_size, process_index=p,
-                   process_count=n)
-  ds = grain.MapDataset.source(plan).map(_LoadBatch(source, spec))
-  return ds.to_iter_dataset(read_options or default_read_options())
+
+  def __init__(self, name: str | DatasetSpec, classes: Sequence[int], *, batch_size: int,
+               data_dir: str | None = None, max_examples: int | None = None,
+               process_index: int | None = None, process_count: int | None = None,
+               num_workers: int = 0, cache_dir: str | None = None):
+    spec, p, n, source, positions, labels = _open(
+        name, 'eval', classes, batch_size, data_dir, process_index, process_count,
+        cache_dir)
+    if max_examples is not None:
+      positions, labels = positions[:max_examples], labels[:max_examples]
+    self.num_examples = len(positions)
+    self._plan = _EvalPlan(positions, labels, batch_size=batch_size, process_index=p,
+                           process_count=n)
+    self._load = _LoadBatch(source, spec)
+    self.num_threads = host_workers(spec, num_workers, threads=True)
+
+  def __len__(self) -> int:
+    return len(self._plan)
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    if not self.num_threads:
+      for i in range(len(self._plan)):
+        yield self._load(self._plan[i])
+      return
+    with futures.ThreadPoolExecutor(self.num_threads) as pool:
+      pending = self._submit(pool, 0) if len(self._plan) else None
+      for i in range(len(self._plan)):
+        batch, loads = pending
+        pending = self._submit(pool, i + 1) if i + 1 < len(self._plan) else None
+        for load in loads:
+          load.result()
+        yield batch
+
+  def _submit(self, pool, i: int):
+    plan = self._plan[i]
+    batch = self._load.allocate(plan)
+    n = len(plan['index'])
+    bounds = np.linspace(0, n, min(self.num_threads, max(n, 1)) + 1).astype(int)
+    return batch, [pool.submit(self._load.fill, plan, batch['image'], lo, hi)
+                   for lo, hi in zip(bounds[:-1], bounds[1:])]

@@ -10,6 +10,7 @@ rebuilt after every run.
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -30,6 +31,9 @@ class Grid:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     config_lib.validate(config, jax.device_count(), jax.process_count())
     self.config, self.workdir = config, Workdir(workdir)
+    # A TFDS dataset's label index, when it cannot be cached next to the data:
+    # in the workdir, which every host and every later VM finds (gs:// too).
+    self.label_cache = os.path.join(workdir, 'labels')
     self.is_main = jax.process_index() == 0
     self.mesh = train.make_mesh()
     self.data = input_pipeline.dataset_spec(config.dataset)
@@ -44,6 +48,8 @@ class Grid:
                                   config.layers, config.only, config.targets)
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
+    self._eval_data = {}
+    self.preprocess = train.normalizer(self.data.mean, self.data.std)
     self.preemption = preemption.Watch()
 
   # Compiled functions, shared by every run with the same shapes and cut.
@@ -62,7 +68,7 @@ class Grid:
   def _batch_shapes(self, with_mask: bool):
     sharding = train.batch_sharded(self.mesh)
     b = self.config.eval_batch_size if with_mask else self.config.batch_size
-    shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.float32,
+    shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.uint8,
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
     if with_mask:
@@ -74,17 +80,27 @@ class Grid:
     if key not in self._steps:
       with self.progress.phase('compile'):
         step = train.make_train_step(model, optimizer, surgery.first_layers(frozen_n),
-                                     self.mesh)
+                                     self.mesh, self.preprocess)
         self._steps[key] = step.lower(state, self._batch_shapes(False)).compile()
     return self._steps[key]
 
   def eval_step(self, model, params):
     if model.num_classes not in self._evals:
       with self.progress.phase('compile'):
-        step = train.make_eval_step(model, self.mesh)
+        step = train.make_eval_step(model, self.mesh, self.preprocess)
         self._evals[model.num_classes] = step.lower(
             params, self._batch_shapes(True)).compile()
     return self._evals[model.num_classes]
+
+  def eval_data(self, target: str) -> input_pipeline.EvalData:
+    """A half's eval data, built once per grid and re-iterated at every evaluation."""
+    if target not in self._eval_data:
+      c = self.config
+      self._eval_data[target] = input_pipeline.EvalData(
+          c.dataset, self.halves[target], batch_size=self.local_eval_batch,
+          data_dir=c.data_dir, max_examples=c.eval_examples or None,
+          num_workers=c.num_workers, cache_dir=self.label_cache)
+    return self._eval_data[target]
 
   def finished(self, spec: experiments.RunSpec) -> bool:
     return self.workdir.finished(spec.run_id)
@@ -143,18 +159,20 @@ class Grid:
     eval_fn = self.eval_step(model, state.params)
     data = input_pipeline.train_iterator(
         c.dataset, classes, batch_size=self.local_batch, seed=spec.init_seed,
-        data_dir=c.data_dir, augment=c.augment, num_workers=c.num_workers)
+        data_dir=c.data_dir, augment=c.augment, num_workers=c.num_workers,
+        cache_dir=self.label_cache)
 
     def evaluate(params) -> dict:
-      batches = input_pipeline.eval_batches(
-          c.dataset, classes, batch_size=self.local_eval_batch, data_dir=c.data_dir,
-          max_examples=c.eval_examples or None)
-      return train.evaluate(eval_fn, params, batches, self.local_eval_batch, self.mesh)
+      return train.evaluate(eval_fn, params, self.eval_data(spec.target),
+                            self.local_eval_batch, self.mesh)
 
-    _, history = train.train_and_evaluate(
-        c, spec.run_id, self.workdir.run_dir(spec.run_id), state, step_fn, evaluate,
-        data, mesh=self.mesh, watch=self.preemption, progress=self.progress,
-        log=self.log, label=f'[{index + 1}/{len(self.specs)} {spec.run_id}]')
+    try:
+      _, history = train.train_and_evaluate(
+          c, spec.run_id, self.workdir.run_dir(spec.run_id), state, step_fn, evaluate,
+          data, mesh=self.mesh, watch=self.preemption, progress=self.progress,
+          log=self.log, label=f'[{index + 1}/{len(self.specs)} {spec.run_id}]')
+    finally:
+      data.close()  # Stops its worker processes now, not at garbage collection.
     result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s)
     self.workdir.save_result(result)
     return result

@@ -1,19 +1,22 @@
 """Random access to a TFDS dataset prepared as array_record, without TensorFlow.
 
 Gives images by example index, and the split's label index (every example's
-label, in index order): read once without decoding images, then cached as .npy
-next to the data, so selecting a class subset needs no scan on later starts.
+label, in index order): read once without decoding images, by many threads,
+then cached as .npy next to the data (gs:// included) or else in the caller's
+cache directory, so no host and no later start scans again.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from concurrent import futures
 
 import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from tfx_jax import files
 from tfx_jax.errors import UserError
@@ -21,10 +24,13 @@ from tfx_jax.errors import UserError
 
 def prepare_hint(tfds_name: str, data_dir: str | None) -> str:
   where = f' --data_dir={data_dir}' if data_dir else ''
-  manual = (' with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in --manual_dir'
-            if tfds_name == 'imagenet2012' else '')
+  if tfds_name == 'imagenet2012':
+    return (f'Prepare it once, without TensorFlow, with `python -m tfx_jax.prepare '
+            f'imagenet2012 --manual_dir=DIR{where}` (DIR holding ILSVRC2012_img_train.tar '
+            f'and ILSVRC2012_img_val.tar; README, Preparing ImageNet), or with TensorFlow '
+            f'with `tfds build {tfds_name} --file_format=array_record{where}`.')
   return (f'Prepare it once, on a machine with TensorFlow, with `tfds build '
-          f'{tfds_name} --file_format=array_record{where}`{manual} (README, Data).')
+          f'{tfds_name} --file_format=array_record{where}` (README, Data).')
 
 
 def open_split(tfds_name: str, split: str, data_dir: str | None, decoders=None):
@@ -51,28 +57,68 @@ def open_split(tfds_name: str, split: str, data_dir: str | None, decoders=None):
     raise
 
 
-def label_cache_path(tfds_name: str, split: str, info, cache_dir: str | None) -> str:
-  """cache_dir if given, else next to the prepared data if writable, else ~/.cache."""
+def label_cache_paths(tfds_name: str, split: str, info, cache_dir: str | None) -> list[str]:
+  """Where the label index may be, in order: next to the prepared data (local
+  or gs://) if that directory exists, then cache_dir (default ~/.cache/tfx_jax)."""
   name = f'tfx_jax-labels-{split}.npy'
-  sub = os.path.join(tfds_name.replace('/', '_'), str(info.version))
-  if cache_dir:
-    return os.path.join(cache_dir, sub, name)
-  data_dir = str(info.data_dir)
-  if os.path.isdir(data_dir) and os.access(data_dir, os.W_OK):
-    return os.path.join(data_dir, name)
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'tfx_jax', 'labels', sub, name)
+  paths = []
+  data_dir = os.fspath(info.data_dir)
+  if files.exists(data_dir):
+    paths.append(os.path.join(data_dir, name))
+  if not cache_dir:
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    cache_dir = os.path.join(base, 'tfx_jax', 'labels')
+  paths.append(os.path.join(cache_dir, tfds_name.replace('/', '_'), str(info.version), name))
+  return paths
 
 
-def scan_labels(tfds_name: str, split: str, data_dir: str | None, source) -> np.ndarray:
-  """Every example's label, in index order, decoding no images if possible."""
+def scan_labels(tfds_name: str, split: str, data_dir: str | None, source,
+                num_threads: int = 32) -> np.ndarray:
+  """Every example's label, in index order, decoding no images if possible.
+
+  Threads overlap the record reads (local disk or gs://); each reads a
+  contiguous range of records.
+  """
   try:
     fast = open_split(tfds_name, split, data_dir,
                       decoders={'image': tfds.decode.SkipDecoding()})
     fast[0]
   except ImportError:  # Some TFDS paths (mock data) need TensorFlow to skip decoding.
-    fast = source
-  return np.array([int(fast[i]['label']) for i in range(len(source))], np.int64)
+    fast, num_threads = source, 1  # Mock sources are patched, not thread-safe.
+  n = len(source)
+  bounds = np.linspace(0, n, max(1, min(num_threads, n)) + 1).astype(int)
+
+  def scan(lo_hi):
+    return [int(fast[i]['label']) for i in range(*lo_hi)]
+
+  with futures.ThreadPoolExecutor(len(bounds) - 1) as pool:
+    parts = pool.map(scan, zip(bounds[:-1], bounds[1:]))
+    return np.array([label for part in parts for label in part], np.int64)
+
+
+def _load_cached(paths: list[str], n: int) -> np.ndarray | None:
+  for path in paths:
+    try:
+      labels = np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False)
+    except (OSError, ValueError):
+      continue
+    if len(labels) == n:
+      return labels
+  return None
+
+
+def _save_cache(paths: list[str], labels: np.ndarray) -> None:
+  """The first place that takes it: next to the data, else the cache directory."""
+  buf = io.BytesIO()
+  np.save(buf, labels)
+  for path in paths:
+    try:
+      files.atomic_write(path, buf.getvalue())
+      logging.info('Cached the label index in %s.', path)
+      return
+    except OSError as e:
+      logging.info('Could not cache the label index in %s: %s', path, e)
+  logging.warning('Could not cache the label index in any of %s.', paths)
 
 
 def wnid_relabel(labels_file: str) -> np.ndarray:
@@ -96,17 +142,12 @@ class TfdsSource:
                wnid_labels: str | None = None):
     self._ds = open_split(tfds_name, split, data_dir)
     self._resize = resize
-    path = label_cache_path(tfds_name, split, self._ds.dataset_info, cache_dir)
-    labels = np.load(path) if os.path.isfile(path) else None
-    if labels is None or len(labels) != len(self._ds):
-      logging.info('Reading the labels of %s %s once (cached in %s).', tfds_name, split, path)
+    paths = label_cache_paths(tfds_name, split, self._ds.dataset_info, cache_dir)
+    labels = _load_cached(paths, len(self._ds))
+    if labels is None:
+      logging.info('Reading the labels of %s %s once.', tfds_name, split)
       labels = scan_labels(tfds_name, split, data_dir, self._ds)
-      try:
-        buf = io.BytesIO()
-        np.save(buf, labels)
-        files.atomic_write(path, buf.getvalue())
-      except OSError as e:
-        logging.warning('Could not cache the label index in %s: %s', path, e)
+      _save_cache(paths, labels)
     if wnid_labels:
       labels = wnid_relabel(wnid_labels)[labels]
     self.labels = labels.astype(np.int32)
