@@ -98,6 +98,7 @@ class Grid:
     self._step_seconds, self._steps_done = 0.0, 0
     self.preemption = preemption.Watch()
     self.steps_taken = 0  # Over the whole grid: the preemption sync counter.
+    self._finished = set()  # Run ids seen finished: a result.json stays.
 
   # Compiled functions, shared by every run with the same shapes and cut.
   def optimizer(self, params, frozen_n: int):
@@ -142,11 +143,19 @@ class Grid:
   def run_dir(self, spec: experiments.RunSpec) -> str:
     return os.path.join(self.workdir, 'runs', spec.run_id)
 
-  def finished(self, spec: experiments.RunSpec) -> bool:
-    """Whether the run has its result.json; process 0 decides for all."""
+  def finished(self, spec: experiments.RunSpec, *, cached: bool = False) -> bool:
+    """Whether the run has its result.json; process 0 decides for all.
+
+    A yes is remembered; `cached=True` answers from memory alone (for the ETA,
+    asked at every evaluation: no storage request, no collective).
+    """
+    if spec.run_id in self._finished or cached:
+      return spec.run_id in self._finished
     done = files.exists(os.path.join(self.run_dir(spec), 'result.json'))
     if jax.process_count() > 1:
       done = bool(multihost_utils.broadcast_one_to_all(np.array(done)))
+    if done:
+      self._finished.add(spec.run_id)
     return done
 
   def wait_for(self, base: experiments.RunSpec, index: int) -> None:
@@ -192,7 +201,7 @@ class Grid:
 
   def remaining_steps(self, after: int) -> int:
     return sum(self.config.total_steps for s in self.specs[after + 1:]
-               if not self.finished(s))
+               if not self.finished(s, cached=True))
 
   def log(self, message: str) -> None:
     if self.is_main:
@@ -236,6 +245,8 @@ class Grid:
           with self.timers('io'):
             wall += time.perf_counter() - seg_start
             if step not in ckpts.steps():
+              if writer:
+                writer.flush()  # Before the save: a checkpoint never outruns its logs.
               ckpts.save(step, state, data.get_state(),
                          {'history': history, 'wall_s': wall}, force=True)
           raise preemption.Preempted(spec.run_id, step)
@@ -276,6 +287,8 @@ class Grid:
                  f' grid ETA {self.eta(left + self.remaining_steps(index))}')
         if step % c.checkpoint_every == 0 or step == c.total_steps:
           with self.timers('io'):
+            if writer:
+              writer.flush()
             ckpts.save(step, state, data.get_state(), {'history': history, 'wall_s': wall})
         seg_start, seg_steps = time.perf_counter(), 0
     finally:
@@ -300,13 +313,15 @@ class Grid:
 
     This grid's runs in grid order, then those of other experiments or
     splits run into the same workdir, by run id. Rebuilt from the runs'
-    result.json files under a lock, so sweep shards sharing the workdir never
-    drop each other's rows.
+    result.json files until a rebuild after the write matches it, so sweep
+    shards sharing the workdir, on disk or gs://, never drop each other's rows
+    (no lock: see files.write_settled).
     """
     path = os.path.join(self.workdir, 'results.csv')
     if not self.is_main:
       return path
-    with files.lock(os.path.join(self.workdir, '.results.lock')):
+
+    def render() -> str:
       out = io.StringIO()
       writer = csv.writer(out, lineterminator='\n')
       writer.writerow(experiments.RESULT_COLUMNS)
@@ -319,7 +334,9 @@ class Grid:
         if files.exists(result_file):
           result = json.loads(files.read_text(result_file))
           writer.writerow([_csv_value(result[k]) for k in experiments.RESULT_COLUMNS])
-      files.atomic_write(path, out.getvalue())
+      return out.getvalue()
+
+    files.write_settled(path, render)
     return path
 
 
@@ -338,24 +355,27 @@ def _check_finite(fetched: list[dict], run_id: str, first_step: int) -> None:
 
 
 class MetricsWriter:
-  """Per-run metrics as JSON lines and TensorBoard events."""
+  """Per-run metrics as JSON lines and TensorBoard events: `files.Log`s, so on
+  gs:// they are written at `flush` (before each checkpoint) and `close`."""
 
   def __init__(self, run_dir: str, start_step: int):
-    self.path = os.path.join(run_dir, 'metrics.jsonl')
-    if files.exists(self.path):  # Drop lines past the resumed checkpoint.
-      lines = files.read_text(self.path).splitlines(keepends=True)
-      files.atomic_write(self.path, ''.join(
-          l for l in lines if l.strip() and json.loads(l)['step'] <= start_step))
+    self._log = files.Log(  # Drop lines past the resumed checkpoint.
+        os.path.join(run_dir, 'metrics.jsonl'),
+        keep=lambda line: bool(line.strip()) and json.loads(line)['step'] <= start_step)
     self._tb = tensorboard.SummaryWriter(os.path.join(run_dir, 'tb'))
 
   def write(self, step: int, kind: str, metrics: dict) -> None:
-    files.append(self.path, (json.dumps({'step': step, 'kind': kind, **metrics})
-                             + '\n').encode())
+    self._log.write((json.dumps({'step': step, 'kind': kind, **metrics})
+                     + '\n').encode())
     for name, value in metrics.items():
       self._tb.scalar(f'{kind}/{name}', value, step)
+
+  def flush(self) -> None:
+    self._log.flush()
     self._tb.flush()
 
   def close(self) -> None:
+    self._log.close()
     self._tb.close()
 
 
