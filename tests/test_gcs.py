@@ -2,7 +2,8 @@
 local GCS emulator (the `gcs` fixture, conftest.py): data, Orbax checkpoints,
 results, logs, TensorBoard events and the report, with few object writes."""
 
-import glob
+import csv
+import io
 import json
 import os
 import re
@@ -17,7 +18,8 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import (BUCKET, GCS_URL, ROOT, RUNLOCAL, cli, cli_command, results)
-from tfx_jax import fashion_mnist, files, tensorboard
+from tfx_jax import config as config_lib
+from tfx_jax import fashion_mnist, files, runner, tensorboard
 
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 COMPARED = ('run_id', 'split', 'treatment', 'source', 'target', 'n', 'seed',
@@ -41,6 +43,10 @@ def download_dir(prefix: str, local) -> list[str]:
     with open(os.path.join(local, name), 'wb') as f:
       f.write(files.read_bytes(f'{prefix}/{name}'))
   return names
+
+
+def csv_rows(text: str) -> list[dict]:
+  return list(csv.DictReader(io.StringIO(text)))
 
 
 def metrics_lines(text: str) -> list[dict]:
@@ -122,6 +128,25 @@ def test_write_settled_rewrites_until_nothing_changed(tmp_path, monkeypatch):
   assert writes == ['a\n', 'a\nb\n'] and path.read_text() == 'a\nb\n'
 
 
+def test_finished_runs_are_remembered_not_rechecked(tmp_path, monkeypatch):
+  config = config_lib.base_config()
+  config_lib.apply_dataset(config, 'fashion_mnist')
+  config_lib.apply_runlocal(config)
+  grid = runner.Grid(config, str(tmp_path))
+  try:
+    base, checks, exists = grid.specs[0], [], files.exists
+    monkeypatch.setattr(files, 'exists', lambda path: checks.append(path) or exists(path))
+    assert not grid.finished(base) and not grid.finished(base)
+    assert len(checks) == 2  # A no is asked again: another shard may finish it.
+    files.atomic_write_json(os.path.join(grid.run_dir(base), 'result.json'), {})
+    assert grid.finished(base) and grid.finished(base) and len(checks) == 3
+    # The grid ETA, at every evaluation, asks storage nothing.
+    assert grid.remaining_steps(-1) == (len(grid.specs) - 1) * config.total_steps
+    assert len(checks) == 3
+  finally:
+    grid.preemption.close()
+
+
 def test_fashion_mnist_reads_a_gs_data_dir(gcs, gcs_data):
   before = len(gcs.requests)
   images, labels = fashion_mnist.load('test', gcs_data)
@@ -153,12 +178,6 @@ def test_runlocal_grid_on_gcs_ends_as_on_local_disk(gcs, gcs_data, runlocal_grid
     assert len(gcs.writes(before, f'/runs/{run_id}/metrics.jsonl')) == 3
     assert len(gcs.writes(before, f'/runs/{run_id}/tb/events')) == 3
   assert files.exists(f'{workdir}/report/findings.json')
-
-
-def csv_rows(text):
-  import csv  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  return list(csv.DictReader(io.StringIO(text)))
 
 
 def test_sigterm_then_resume_on_gcs_loses_nothing(gcs, runlocal_grid, tmp_path):
