@@ -175,8 +175,8 @@ def test_runlocal_grid_on_gcs_ends_as_on_local_disk(gcs, gcs_data, runlocal_grid
   for run_id in rows:  # 24 log lines each, in 3 whole writes: one per checkpoint.
     log = f'{workdir}/runs/{run_id}/metrics.jsonl'
     assert len(metrics_lines(files.read_text(log))) == 24 + 3
-    assert len(gcs.writes(before, f'/runs/{run_id}/metrics.jsonl')) == 3
-    assert len(gcs.writes(before, f'/runs/{run_id}/tb/events')) == 3
+    assert len(gcs.writes(before, f'grid/runs/{run_id}/metrics.jsonl')) == 3
+    assert len(gcs.writes(before, f'grid/runs/{run_id}/tb/events')) == 3
   assert files.exists(f'{workdir}/report/findings.json')
 
 
@@ -190,7 +190,9 @@ def test_sigterm_then_resume_on_gcs_loses_nothing(gcs, runlocal_grid, tmp_path):
                                         '--config.report=false', *subset),
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
   deadline = time.time() + 240
-  while not gcs.writes(before, '/runs/m_n-A2B-s0/checkpoints/8/commit_success.txt'):
+  marker = 'preempted/runs/m_n-A2B-s0/checkpoints/8/commit_success.txt'
+  while not [r for r in gcs.requests[before:]  # The upload's last request, answered.
+             if marker in r and 'upload_id=' in r]:
     assert proc.poll() is None, stderr_path.read_text()[-2000:]
     assert time.time() < deadline, 'checkpoint 8 of m_n-A2B-s0 never appeared'
     time.sleep(0.05)
@@ -236,7 +238,7 @@ def test_object_writes_per_100_train_steps(gcs):
   assert result.returncode == 0, result.stderr[-3000:]
   run = f'{workdir}/runs/m_n-baseB-s0'
   assert len(metrics_lines(files.read_text(f'{run}/metrics.jsonl'))) == 100 + 10
-  writes = gcs.writes(before, f'{BUCKET}/o')  # Everything, whatever the prefix.
+  writes = gcs.writes(before)  # Every object the run writes or deletes.
   by_kind = {kind: [w for w in writes if kind in w]
              for kind in ('/checkpoints/', '/metrics.jsonl', '/tb/events')}
   assert len(by_kind['/metrics.jsonl']) == 2 and len(by_kind['/tb/events']) == 2

@@ -12,11 +12,11 @@ Orbax. Pointing both at an emulator is five environment variables; see
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from typing import Any
-import json
 
 import fsspec
 from absl import logging
