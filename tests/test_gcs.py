@@ -159,16 +159,18 @@ def test_fashion_mnist_reads_a_gs_data_dir(gcs, gcs_data):
 
 
 def test_runlocal_grid_on_gcs_ends_as_on_local_disk(gcs, gcs_data, runlocal_grid):
-  """Workdir and data on gs://; every 8 steps a checkpoint; a log line every step."""
+  """Workdir and data on gs://; every 8 steps a checkpoint; a log line every step.
+  Two of the grid's runs, to stay quick: base B, and B2B, which reads base B's
+  params back from its gs:// checkpoint."""
   workdir = f'gs://{BUCKET}/grid'
   before = len(gcs.requests)
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(2,)',
-               f'--config.data_dir={gcs_data}', '--config.log_every=1')
+               '--config.only=(selffer,)', f'--config.data_dir={gcs_data}',
+               '--config.log_every=1')
   assert result.returncode == 0, result.stderr[-3000:]
   assert [r for r in gcs.requests[before:] if r.startswith('GET') and 'train-images' in r]
   rows = {r['run_id']: r for r in csv_rows(files.read_text(f'{workdir}/results.csv'))}
-  assert set(rows) == {'m_n-baseA-s0', 'm_n-baseB-s0', 'm_n-B2B-s0', 'm_n-B2B+-s0',
-                       'm_n-A2B-s0', 'm_n-A2B+-s0'}
+  assert set(rows) == {'m_n-baseB-s0', 'm_n-B2B-s0'}
   reference = results(runlocal_grid[0])
   for run_id, row in rows.items():
     assert [row[k] for k in COMPARED] == [reference[run_id][k] for k in COMPARED], run_id
