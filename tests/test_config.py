@@ -88,10 +88,10 @@ def test_validate_names_the_problem(change, message):
 
 
 def test_dataset_tables_agree():
-  from tfx_jax import input_pipeline, splits  # pylint: disable=g-import-not-at-top
-  assert set(config_lib.DATASET_PRESETS) == set(input_pipeline.DATASETS)
+  from tfx_jax import datasets, splits  # pylint: disable=g-import-not-at-top
+  assert set(config_lib.DATASET_PRESETS) == set(datasets.DATASETS)
   for name, (_, num_classes) in splits.DISSIMILAR.items():
-    assert input_pipeline.DATASETS[name].num_classes == num_classes, name
+    assert datasets.DATASETS[name].num_classes == num_classes, name
 
 
 def test_every_field_changes_results_unless_listed():

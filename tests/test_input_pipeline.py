@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from tfx_jax import fashion_mnist, input_pipeline, train
+from tfx_jax import datasets, fashion_mnist, input_pipeline, train
 from tfx_jax.errors import UserError
 
 RAW_DIR = '/usr/share/datasets/fashion-mnist'
-SPEC = input_pipeline.DATASETS['fashion_mnist']
+SPEC = datasets.DATASETS['fashion_mnist']
 CLOTHING = (0, 1, 2, 3, 4, 6)
 FOOTWEAR_BAGS = (5, 7, 8, 9)
 

@@ -11,7 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from tfx_jax import input_pipeline, jpeg_shards, splits, train
+from tfx_jax import datasets, input_pipeline, jpeg_shards, splits, train
 
 NATURAL, MAN_MADE = (0, 1), (400, 401)
 
@@ -108,11 +108,11 @@ def test_train_iterator_resumes_exactly_with_workers(prepared_imagenet):
 
 def test_auto_workers_rule():
   cores = len(os.sched_getaffinity(0))
-  assert input_pipeline.host_workers('fashion_mnist', -1) == 0
-  assert input_pipeline.host_workers('cifar10', -1, threads=True) == 0
-  assert input_pipeline.host_workers('imagenet2012', -1) == min(32, max(1, cores - 1))
-  assert input_pipeline.host_workers('imagenet2012', -1, threads=True) == min(32, cores)
-  assert input_pipeline.host_workers('fashion_mnist', 3) == 3
+  assert datasets.host_workers('fashion_mnist', -1) == 0
+  assert datasets.host_workers('cifar10', -1, threads=True) == 0
+  assert datasets.host_workers('imagenet2012', -1) == min(32, max(1, cores - 1))
+  assert datasets.host_workers('imagenet2012', -1, threads=True) == min(32, cores)
+  assert datasets.host_workers('fashion_mnist', 3) == 3
 
 
 @pytest.mark.parametrize('dataset', ['imagenet2012', 'fashion_mnist'])

@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
-from tfx_jax import input_pipeline, splits, tfds_source
+from tfx_jax import datasets, input_pipeline, splits, tfds_source
 from tfx_jax.errors import UserError
 
 
@@ -35,7 +35,7 @@ def unnormalise(images, spec):
 
 
 def test_cifar10_train_epoch_and_eval(mock_data, tmp_path):
-  spec = input_pipeline.DATASETS['cifar10']
+  spec = datasets.DATASETS['cifar10']
   classes = splits.resolve('m_n', 'cifar10', 10)[1]  # The animals.
   with mock_data(60):
     images, labels = raw_split('cifar10', 'train')
@@ -66,7 +66,7 @@ def test_cifar10_train_epoch_and_eval(mock_data, tmp_path):
 
 
 def test_cifar10_augmentation_is_a_random_crop_and_flip(mock_data, tmp_path):
-  spec = input_pipeline.DATASETS['cifar10']
+  spec = datasets.DATASETS['cifar10']
   with mock_data(40):
     images, _ = raw_split('cifar10', 'train')
     it = input_pipeline.train_iterator('cifar10', range(10), batch_size=20, seed=0,
@@ -85,7 +85,7 @@ def test_cifar10_augmentation_is_a_random_crop_and_flip(mock_data, tmp_path):
 
 
 def test_imagenet2012_resize_centre_crop_and_labels(mock_data, tmp_path):
-  spec = input_pipeline.DATASETS['imagenet2012']
+  spec = datasets.DATASETS['imagenet2012']
   a, _ = splits.random_halves(1000, 0)
   with mock_data(30):
     images, labels = raw_split('imagenet2012', 'validation')
@@ -182,7 +182,7 @@ def tiny_image(seed, i):
 
 def test_a_real_array_record_dataset(tmp_path):
   TfxJaxTinyImages(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
-  spec = input_pipeline.DatasetSpec('tiny', 3, (28, 28, 3), True,
+  spec = datasets.DatasetSpec('tiny', 3, (28, 28, 3), True,
                                     tfds_name='tfx_jax_tiny_images', stored_size=(32, 32),
                                     mean=(127.5,) * 3, std=(64.0,) * 3)
   input_pipeline.check_prepared(spec, str(tmp_path))
@@ -234,7 +234,7 @@ def test_unprepared_dataset_says_how_to_prepare(tmp_path, name, tfds_name):
 
 
 def test_dataset_specs():
-  specs = input_pipeline.DATASETS
+  specs = datasets.DATASETS
   assert specs['imagenet2012'].image_shape == (227, 227, 3)
   assert specs['fashion_mnist'].image_shape == (28, 28, 1)
   assert not specs['fashion_mnist'].augment and not specs['mnist'].augment

@@ -1,6 +1,5 @@
 import glob
 
-import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from tfx_jax import tensorboard

@@ -152,8 +152,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int)
   """Every check of a config, once, before anything runs; UserError on the first
   problem. `num_devices` and `num_processes`: of the whole job."""
   # Imported here: config files import this module, and should load fast.
-  from tfx_jax import experiments, input_pipeline, models, splits  # pylint: disable=g-import-not-at-top
-  spec = input_pipeline.dataset_spec(c.dataset)
+  from tfx_jax import datasets, experiments, models, splits  # pylint: disable=g-import-not-at-top
+  spec = datasets.dataset_spec(c.dataset)
   if c.model not in models.PRESETS:
     raise UserError(f'Unknown model {c.model!r}; known: '
                     f'{", ".join(sorted(models.PRESETS))}.')

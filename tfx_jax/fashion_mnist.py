@@ -1,8 +1,10 @@
-"""Fashion-MNIST from its IDX files: found locally, or fetched once from upstream.
+"""Fashion-MNIST from its IDX files: found locally or on gs://, or fetched once
+from upstream.
 
 Looked for, in order: the configured data directory (or its fashion-mnist/
 subdirectory); Debian's dataset-fashion-mnist package; a cache directory, into
-which the four files are downloaded from the dataset's public upstream.
+which the four files are downloaded from the dataset's public upstream. A
+gs:// data directory without them (a bucket of TFDS data) is passed over.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import urllib.request
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from tfx_jax import files
 from tfx_jax.errors import UserError
@@ -36,7 +39,8 @@ def default_cache_dir() -> str:
 
 
 def _has_all(directory: str) -> bool:
-  return all(os.path.isfile(os.path.join(directory, f)) for pair in FILES.values()
+  is_file = os.path.isfile if files.is_local(directory) else files.exists
+  return all(is_file(os.path.join(directory, f)) for pair in FILES.values()
              for f in pair)
 
 
@@ -58,8 +62,12 @@ def locate(data_dir: str | None = None, *, debian_dir: str = DEBIAN_DIR,
   A configured data_dir is the only place looked in (and downloaded to);
   otherwise Debian's directory, then the user's cache.
   """
-  if data_dir and '://' in data_dir:  # A bucket (TFDS data): not for IDX files.
-    data_dir = None
+  if data_dir and not files.is_local(data_dir):
+    for directory in (data_dir, os.path.join(data_dir, 'fashion-mnist')):
+      if _has_all(directory):
+        return directory
+    logging.info('No Fashion-MNIST IDX files in %s; looking on this machine.', data_dir)
+    data_dir = None  # Never downloaded to a bucket: every host would race.
   candidates = ([data_dir, os.path.join(data_dir, 'fashion-mnist')] if data_dir
                 else [debian_dir])
   for directory in candidates:
@@ -86,8 +94,7 @@ def locate(data_dir: str | None = None, *, debian_dir: str = DEBIAN_DIR,
 
 def read_idx(path: str) -> np.ndarray:
   """An IDX file (gzipped or not) as an array; UserError if it is corrupted."""
-  with open(path, 'rb') as f:
-    return parse_idx(f.read(), path)
+  return parse_idx(files.read_bytes(path), path)
 
 
 def parse_idx(raw: bytes, path: str) -> np.ndarray:
@@ -132,5 +139,12 @@ def _load(directory: str, split: str, stamp: tuple) -> tuple[np.ndarray, np.ndar
 def load(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [N, 28, 28, 1], labels int32 [N]) of 'train' or 'test'."""
   directory = locate(data_dir)
-  stamp = tuple(os.stat(os.path.join(directory, f)).st_mtime_ns for f in FILES[split])
-  return _load(directory, split, stamp)
+  return _load(directory, split, tuple(_stamp(os.path.join(directory, f))
+                                       for f in FILES[split]))
+
+
+def _stamp(path: str) -> tuple:
+  if files.is_local(path):
+    return (os.stat(path).st_mtime_ns,)
+  stat = epath.Path(path).stat()  # gs:// gives whole seconds only.
+  return (stat.length, stat.mtime)

@@ -1,20 +1,31 @@
-"""File access for results, logs and reports: local paths and gs:// alike.
+"""File access for data, results, logs and reports: local paths and gs:// alike.
 
 Local writes are atomic (temp file + rename), so a reader never sees a
 half-written result or report. Cloud objects are written whole, which is
-atomic already; appends to them rewrite the object (fine for small logs).
+atomic already, and never appended to: a `Log` keeps a cloud object's
+content in memory and writes it whole at `flush()` (at checkpoints).
+
+gs:// goes through etils.epath and gcsfs here, and through tensorstore in
+Orbax. Pointing both at an emulator is five environment variables; see
+`EMULATOR_ENV` in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
+import fsspec
+from absl import logging
 from etils import epath
+
+# Several processes (sweep shards, pod hosts) share a workdir. gcsfs caches
+# directory listings for the life of the process by default, and answers
+# exists() from them, so another process's new result.json would stay invisible.
+fsspec.config.conf.setdefault('gcs', {}).setdefault('use_listings_cache', False)
 
 
 def is_local(path: str | os.PathLike) -> bool:
@@ -27,6 +38,10 @@ def exists(path: str | os.PathLike) -> bool:
 
 def read_text(path: str | os.PathLike) -> str:
   return epath.Path(path).read_text()
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+  return epath.Path(path).read_bytes()
 
 
 def listdir(path: str | os.PathLike) -> list[str]:
@@ -67,31 +82,95 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
 
 
-def append(path: str | os.PathLike, data: bytes) -> None:
-  """Append to a log file (a cloud object is rewritten whole)."""
-  if is_local(path):
-    with open(path, 'ab') as f:
-      f.write(data)
-    return
-  p = epath.Path(path)
-  p.write_bytes((p.read_bytes() if p.exists() else b'') + data)
+def write_settled(path: str | os.PathLike, render: Callable[[], str | bytes],
+                  *, attempts: int = 10) -> None:
+  """Write `render()` to `path`, and again until a render made after the
+  write matches what was written.
+
+  For a file rebuilt whole from inputs that only accumulate (results.csv from
+  result.json files) by several writers (sweep shards), with no lock, on any
+  storage: whoever writes last checks after its write, so the file ends up
+  holding every input present at that check, and an input added later is
+  followed by its writer's own call.
+  """
+  data = render()
+  for _ in range(attempts):
+    atomic_write(path, data)
+    again = render()
+    if again == data:
+      return
+    data = again
+  logging.warning('%s kept changing while being written (%d attempts); the '
+                  'next write brings it up to date.', path, attempts)
 
 
 def move(source: str, destination: str) -> None:
-  """Rename a file or directory, replacing `destination` if it exists."""
-  dst = epath.Path(destination)
+  """Rename a file or directory, replacing `destination` if it exists.
+
+  A cloud "directory" is objects sharing a prefix: they are copied, then the
+  originals deleted (gcsfs's rename tries a move API first that buckets
+  without hierarchical namespace, and the emulator, refuse).
+  """
+  src, dst = epath.Path(source), epath.Path(destination)
   if dst.exists():
-    dst.rmtree()
-  epath.Path(source).rename(dst)
-
-
-@contextlib.contextmanager
-def lock(path: str):
-  """An exclusive lock on a local file; a no-op for cloud paths, whose
-  writers (sweep shards) may then race, and a later run repairs the file."""
-  if not is_local(path):
-    yield
+    dst.rmtree() if dst.is_dir() else dst.unlink()
+  if is_local(source):
+    src.rename(dst)
     return
-  with open(path, 'w') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    yield
+  if not src.is_dir():
+    src.copy(dst)
+    src.unlink()
+    return
+  walked = os.fspath(src).split('://', 1)[1]  # walk() names roots without gs://.
+  for root, _, names in src.walk():
+    for name in names:
+      relative = os.path.normpath(os.path.join(os.path.relpath(root, walked), name))
+      (src / relative).copy(dst / relative)
+  src.rmtree()
+
+
+class Log:
+  """An append-only log file, written as it grows on disk and whole on gs://.
+
+  Local: `write` appends at once. Cloud: the object's content is kept in
+  memory and `flush` (call it at checkpoints, before the save) writes it
+  whole, so a log costs one object write per checkpoint, not one per line.
+  `keep(line) -> bool`, if given, filters the complete lines already there
+  when the log is opened (a resumed run drops those past its checkpoint).
+  """
+
+  def __init__(self, path: str | os.PathLike, *,
+               keep: Callable[[bytes], bool] | None = None):
+    self.path = os.fspath(path)
+    self._local = is_local(self.path)
+    self._content = bytearray()  # Cloud: everything the object will hold.
+    self._dirty = False
+    if not exists(self.path):
+      return
+    old = read_bytes(self.path)
+    new = old
+    if keep is not None:  # A torn last line (no newline) is dropped too.
+      new = b''.join(line for line in old.splitlines(keepends=True)
+                     if line.endswith(b'\n') and keep(line))
+    if self._local:
+      if new != old:
+        atomic_write(self.path, new)
+    else:
+      self._content += new
+      self._dirty = new != old
+
+  def write(self, data: bytes) -> None:
+    if self._local:
+      with open(self.path, 'ab') as f:
+        f.write(data)
+    else:
+      self._content += data
+      self._dirty = True
+
+  def flush(self) -> None:
+    if self._dirty:
+      atomic_write(self.path, bytes(self._content))
+      self._dirty = False
+
+  def close(self) -> None:
+    self.flush()

@@ -30,7 +30,7 @@ from absl import flags
 from grain.multiprocessing import SharedMemoryArray
 
 from tfx_jax import fashion_mnist, jpeg_shards, tfds_source
-from tfx_jax.datasets import DATASETS, DatasetSpec, dataset_spec, host_workers  # pylint: disable=unused-import
+from tfx_jax.datasets import DatasetSpec, dataset_spec, host_workers
 from tfx_jax.errors import UserError
 
 # ---------------------------------------------------------------- sources

@@ -26,22 +26,26 @@ def check_finite(fetched: list[dict], run_id: str, first_step: int) -> None:
 
 
 class MetricsWriter:
-  """Per-run metrics as RUN_DIR/metrics.jsonl and TensorBoard events in RUN_DIR/tb."""
+  """Per-run metrics as RUN_DIR/metrics.jsonl and TensorBoard events in RUN_DIR/tb:
+  `files.Log`s, so on gs:// they are written whole at `flush` (before each
+  checkpoint) and `close`, never rewritten per line."""
 
   def __init__(self, run_dir: str, start_step: int):
-    self.path = os.path.join(run_dir, 'metrics.jsonl')
-    if files.exists(self.path):  # Drop lines past the resumed checkpoint.
-      lines = files.read_text(self.path).splitlines(keepends=True)
-      files.atomic_write(self.path, ''.join(
-          l for l in lines if l.strip() and json.loads(l)['step'] <= start_step))
+    self._log = files.Log(  # Drop lines past the resumed checkpoint.
+        os.path.join(run_dir, 'metrics.jsonl'),
+        keep=lambda line: bool(line.strip()) and json.loads(line)['step'] <= start_step)
     self._tb = tensorboard.SummaryWriter(os.path.join(run_dir, 'tb'))
 
   def write(self, step: int, kind: str, metrics: dict) -> None:
-    files.append(self.path, (json.dumps({'step': step, 'kind': kind, **metrics})
-                             + '\n').encode())
+    self._log.write((json.dumps({'step': step, 'kind': kind, **metrics})
+                     + '\n').encode())
     for name, value in metrics.items():
       self._tb.scalar(f'{kind}/{name}', value, step)
+
+  def flush(self) -> None:
+    self._log.flush()
     self._tb.flush()
 
   def close(self) -> None:
+    self._log.close()
     self._tb.close()

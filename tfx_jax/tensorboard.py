@@ -69,27 +69,25 @@ def _event(step: int, *, file_version: str | None = None,
 
 
 class SummaryWriter:
-  """Appends scalar events to a new events file in `logdir`."""
+  """Scalar events in a new events file in `logdir`, through a `files.Log`:
+  appended as they come on disk, written whole at each `flush` on gs://."""
 
   def __init__(self, logdir: str):
     files.makedirs(logdir)
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
-    self._path = os.path.join(logdir, name)
-    self._pending = []
+    self._log = files.Log(os.path.join(logdir, name))
     self._write(_event(0, file_version='brain.Event:2'))
 
   def _write(self, record: bytes) -> None:
     header = struct.pack('<Q', len(record))
-    self._pending.append(header + struct.pack('<I', _masked_crc32c(header)) + record
-                         + struct.pack('<I', _masked_crc32c(record)))
+    self._log.write(header + struct.pack('<I', _masked_crc32c(header)) + record
+                    + struct.pack('<I', _masked_crc32c(record)))
 
   def scalar(self, tag: str, value: float, step: int) -> None:
     self._write(_event(step, tag=tag, value=float(value)))
 
   def flush(self) -> None:
-    if self._pending:
-      files.append(self._path, b''.join(self._pending))
-      self._pending = []
+    self._log.flush()
 
   def close(self) -> None:
-    self.flush()
+    self._log.close()

@@ -246,6 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
 
   def save(force: bool = False) -> None:
     with progress.phase('io'):
+      if writer:  # The logs are never behind a checkpoint.
+        writer.flush()
       ckpts.save(step, state, data.get_state(), {'history': history, **progress.state()},
                  force=force)
 

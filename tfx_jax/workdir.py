@@ -1,7 +1,7 @@
 """The workdir's layout, local or gs://:
 
   WORKDIR/config.json     the config snapshot; a different config is refused
-  WORKDIR/results.csv     a row per finished run, rebuilt under .results.lock
+  WORKDIR/results.csv     a row per finished run, rebuilt after every run
   WORKDIR/runs/<run_id>/  checkpoints/, metrics.jsonl, tb/, and result.json
                           once the run is finished
 """
@@ -61,13 +61,15 @@ class Workdir:
 
     The runs `first` (a grid's, in grid order), then the others run into the
     same workdir (other experiments or splits), by run id. Rebuilt from the
-    runs' result.json files under a lock, so sweep shards sharing the workdir
-    never drop each other's rows.
+    runs' result.json files until a rebuild after the write matches it, so
+    sweep shards sharing the workdir, on disk or gs://, never drop each
+    other's rows (no lock: see files.write_settled).
     """
     path = os.path.join(self.path, 'results.csv')
     if not self.is_main:
       return path
-    with files.lock(os.path.join(self.path, '.results.lock')):
+
+    def render() -> str:
       others = [r for r in files.listdir(os.path.join(self.path, 'runs'))
                 if r not in first]
       found = []
@@ -76,7 +78,9 @@ class Workdir:
         if files.exists(result_path):
           found.append(results.from_dict(json.loads(files.read_text(result_path)),
                                          result_path))
-      files.atomic_write(path, results.to_csv(found))
+      return results.to_csv(found)
+
+    files.write_settled(path, render)
     return path
 
   def prepare(self, config: ml_collections.ConfigDict) -> None:
