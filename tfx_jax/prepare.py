@@ -16,17 +16,17 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import sys
 import time
 from concurrent import futures
 
 import cv2
 import numpy as np
 import simplejpeg
-from absl import app, flags
+from absl import flags
 
-from tfx_jax import files, ilsvrc, jpeg_shards
+from tfx_jax import errors, files, ilsvrc, jpeg_shards
 from tfx_jax.errors import UserError
+from tfx_jax.progress import fmt_time
 
 DIRNAME = 'imagenet2012_jpeg256'
 SIZE = 256  # PAPER.md: images resized to 256x256, then cropped to 227.
@@ -95,12 +95,6 @@ def write_shard(task) -> tuple[str, int, int]:
   return split, shard, len(names)
 
 
-def _fmt_time(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
-      f'{seconds // 60}m{seconds % 60:02d}s'
-
-
 class Progress:
   """`done/total images, rate, ETA` on one line, at most every `every` seconds."""
 
@@ -115,7 +109,7 @@ class Progress:
     if final or now - self._last >= self._every:
       self._last = now
       rate = self._new / max(now - self._start, 1e-9)
-      eta = _fmt_time((self.total - self.done) / rate) if rate else '?'
+      eta = fmt_time((self.total - self.done) / rate) if rate else '?'
       self._log(f'{self.done:,}/{self.total:,} images, {rate:,.0f} images/s, ETA {eta}')
 
   @property
@@ -211,21 +205,5 @@ def main(argv):
           images_per_shard=_PER_SHARD.value, log=lambda m: print(m, flush=True))
 
 
-def _parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
-def run():
-  try:
-    app.run(main, flags_parser=_parse_flags)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == '__main__':
-  run()
+  errors.run(main)
