@@ -1,38 +1,53 @@
-"""The offline default (`make demo`): Figure 2's grid on Fashion-MNIST.
+"""The offline default (`make demo`): the whole paper on Fashion-MNIST, one job.
 
-Random halves of the 10 classes (split random:0), the `small` net, the paper's
-solver shape (SGD, momentum, step schedule) shortened to fit the whole grid
-in about 8 minutes on a 2-core laptop. One direction (target B: baseB, BnB,
-BnB+, AnB, AnB+) to halve the cost; `targets=('B', 'A')` adds AnA, BnA.
-Arguments: seed=S (which random halves), as in random_split.py;
-split=m_n (the dissimilar halves instead, finding 5) and
-experiment=random_filters (random frozen layers on all 10 classes, finding 6),
-each with this solver, so all three share `make demo`'s workdir and report.
+Three parts, one workdir, one report with all six findings:
+- Figure 2's grid on random halves of the 10 classes (split random:<seed>),
+  target B: baseA, baseB, BnB, BnB+, AnB, AnB+ for n = 1..7 (findings 1-4);
+- the dissimilar m/n halves: both bases and AnB (Figure 3, finding 5);
+- random frozen filters on all 10 classes (finding 6).
+The `narrow` net and the paper's solver shape (SGD, momentum, one x0.1 step),
+at a length where the bases converge: doubling every step count moves no
+base's best10_top1 by 0.5 points (docs/solver/).
+
+Arguments select parts: split=random, split=m_n or experiment=random_filters
+runs that part alone (experiment=transfer: both splits); seed=S picks the random halves; runlocal shrinks every
+run to seconds (the tests).
 """
 
 from tfx_jax import config as config_lib
 
+PARTS = {'random': 'transfer/random:{seed}', 'm_n': 'transfer/m_n/base+transfer',
+         'random_filters': 'random_filters/all'}
+
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, seed=0, split='random', experiment='transfer',
-                              runlocal=False)
+  args = config_lib.parse_arg(arg, seed=0, split='', experiment='', runlocal=False)
+  if args.experiment not in ('', 'transfer', 'random_filters'):
+    raise config_lib.UserError(f'experiment={args.experiment!r}: the default '
+                               'study has transfer and random_filters.')
+  if args.split not in ('', 'random', 'm_n'):
+    raise config_lib.UserError(f'split={args.split!r}: the default study has '
+                               'split=random and split=m_n.')
+  if args.experiment == 'random_filters':
+    chosen = ['random_filters']
+  elif args.split:
+    chosen = [args.split]
+  else:
+    chosen = ['random', 'm_n'] if args.experiment else list(PARTS)
   c = config_lib.base_config()
   config_lib.apply_dataset(c, 'fashion_mnist')
-  c.experiment = args.experiment
-  if args.experiment == 'random_filters':
-    c.split = 'all'
-  elif args.split == 'random':
-    c.split = f'random:{args.seed}'
-  else:
-    c.split = args.split
+  c.experiment, c.split = '', ''
+  c.parts = tuple(PARTS[name].format(seed=args.seed) for name in chosen)
   c.targets = ('B',)
+  c.model = 'narrow'
   c.batch_size = 128
-  c.total_steps = 480
-  c.lr_step = 320
-  c.eval_every = 24  # 20 evaluations: best10_top1 averages the upper half.
-  c.eval_examples = 2000
-  c.checkpoint_every = 96
-  c.log_every = 24
+  c.lr = 0.01
+  c.total_steps = 3200
+  c.lr_step = 2133
+  c.eval_every = 160  # 20 evaluations: best10_top1 averages the upper half.
+  c.eval_examples = 0  # The whole test half.
+  c.checkpoint_every = 800
+  c.log_every = 160
   if args.runlocal:
     config_lib.apply_runlocal(c)
   return c

@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import re
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_shipped_configs_are_valid(name, arg):
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'model': 'resnet'}, "Unknown model 'resnet'; known: caffenet, small."),
+    ({'model': 'resnet'}, "Unknown model 'resnet'; known: caffenet, narrow, small."),
     ({'dataset': 'imagenet'}, "Unknown dataset 'imagenet'"),
     ({'split': 'halves'}, 'halves'),
     ({'batch_size': 30}, 'batch_size 30 is not divisible by the 4 devices; use a '
@@ -76,7 +77,7 @@ def test_shipped_configs_are_valid(name, arg):
     ({'sweep.shard': 2}, 'sweep.shard must be in 0..1'),
 ])
 def test_validate_names_the_problem(change, message):
-  c = load('default.py', 'runlocal')
+  c = load('m_n_split.py', 'dataset=fashion_mnist,runlocal')
   c.sweep.num_shards = 2
   for key, value in change.items():
     node, _, leaf = key.rpartition('.')
@@ -85,6 +86,30 @@ def test_validate_names_the_problem(change, message):
   with pytest.raises(UserError) as e:
     config_lib.validate(c, num_devices=4, num_processes=processes)
   assert message in str(e.value)
+
+
+def test_default_parts_and_their_errors():
+  from tfx_jax import experiments  # pylint: disable=g-import-not-at-top
+  c = load('default.py', 'runlocal')
+  assert experiments.parts(c) == [
+      ('transfer', 'random:0', ('base', 'selffer', 'selffer_ft', 'transfer', 'transfer_ft')),
+      ('transfer', 'm_n', ('base', 'transfer')), ('random_filters', 'all', ('base', 'random_frozen'))]
+  c.only = ('selffer',)  # Narrows every part; parts without it drop out.
+  assert experiments.parts(c) == [('transfer', 'random:0', ('selffer',))]
+  specs = experiments.study(c)
+  assert [s.run_id for s in specs[:1]] == ['random0-baseB-s0'] and len(specs) == 8
+  c.only = ('random_frozen', 'base')
+  ids = [s.run_id for s in experiments.study(c)]
+  assert ids == ['random0-baseB-s0', 'm_n-baseB-s0', 'all-baseall-s0'] + [
+      f'all-random{n}all-s0' for n in range(1, 8)]
+  for change, message in (({'split': 'm_n'}, 'config.parts is set'),
+                          ({'only': ('dip',)}, "config.only=('dip',) selects no treatment"),
+                          ({'parts': ('transfer',)}, "config.parts has 'transfer'"),
+                          ({'parts': ('transfer/halves',)}, 'halves')):
+    c = load('default.py', 'runlocal')
+    c.update(change)
+    with pytest.raises(UserError, match=re.escape(message)):
+      config_lib.validate(c, num_devices=1, num_processes=1)
 
 
 def test_dataset_tables_agree():

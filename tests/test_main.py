@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 from conftest import RUNLOCAL, cli, results
 
@@ -43,23 +42,31 @@ def test_rerun_of_finished_workdir_trains_nothing(runlocal_grid):
     assert f.read() == before
 
 
-def test_all_three_experiments_share_one_workdir_and_report(runlocal_grid, tmp_path):
+def test_default_runlocal_is_the_whole_paper_with_six_findings(tmp_path):
+  """configs/default.py without arguments: three parts, one workdir and report."""
   workdir = str(tmp_path / 'study')
-  shutil.copytree(runlocal_grid[0], workdir)  # The m/n split grid.
-  # The random split and the random-filters experiment at n = 5, same solver.
-  for arg, only in (('', 'base,transfer'), (',experiment=random_filters', 'base,random_frozen')):
-    result = cli(f'--config=configs/default.py:runlocal{arg}', '--config.layers=(5,)',
-                 f'--config.only=({only})', f'--workdir={workdir}')
-    assert result.returncode == 0, result.stderr[-3000:]
+  result = cli('--config=configs/default.py:runlocal', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
   rows = results(workdir)
-  assert len(rows) == 30 + 3 + 2
-  assert {'random0-baseA-s0', 'random0-baseB-s0', 'random0-A5B-s0', 'all-baseall-s0',
-          'all-random5all-s0'} <= set(rows)
+  parts = {}
+  for r in rows.values():
+    parts.setdefault(r['split'], set()).add((r['treatment'], r['target'], int(r['n'])))
+  treatments = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
+  assert parts['random:0'] == ({('base', 'A', 0), ('base', 'B', 0)} |
+                               {(t, 'B', n) for t in treatments for n in range(1, 8)})
+  assert parts['m_n'] == ({('base', 'A', 0), ('base', 'B', 0)} |
+                          {('transfer', 'B', n) for n in range(1, 8)})
+  assert parts['all'] == ({('base', 'all', 0)} |
+                          {('random_frozen', 'all', n) for n in range(1, 8)})
   with open(os.path.join(workdir, 'report', 'findings.json')) as f:
-    holds = {f['id']: f['holds'] for f in json.load(f)['findings']}
-  # Findings 5 (m/n vs random split) and 6 (transfer vs random filters) are
-  # computed from these runs, not reported as missing.
-  assert holds[5] in (True, False) and holds[6] in (True, False)
+    found = json.load(f)['findings']
+  assert [f['holds'] in (True, False) for f in found] == [True] * 6
+  assert all(f['first_holds_at_step'] in (None, 8, 16, 24) for f in found)
+  assert os.path.getsize(os.path.join(workdir, 'report', 'over_time.png')) > 10_000
+  # One part alone into the same workdir: nothing to train.
+  result = cli('--config=configs/default.py:runlocal,split=m_n', f'--workdir={workdir}')
+  assert result.returncode == 0 and '9 runs in' in result.stdout
+  assert ', 9 finished;' in result.stdout and ' step ' not in result.stdout
   # A different solver is still refused.
   result = cli('--config=configs/default.py:runlocal', '--config.lr=0.1',
                f'--workdir={workdir}')

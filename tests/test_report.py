@@ -80,7 +80,8 @@ def test_paper_shaped_results_show_all_six_findings(tmp_path):
   assert verdicts(result) == {i: True for i in range(1, 7)}
   names = sorted(os.listdir(tmp_path / 'report'))
   assert names == ['figure2.png', 'figure2.svg', 'figure3.png', 'findings.json',
-                   'findings.md', 'generality.md', 'table1.md']
+                   'findings.md', 'generality.md', 'over_time.md', 'over_time.png',
+                   'table1.md']
   with open(tmp_path / 'report' / 'findings.json') as f:
     assert json.load(f) == result
   evidence = result['findings'][3]['evidence']

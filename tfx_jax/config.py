@@ -45,7 +45,8 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 # of all three experiments), and where and how the job runs. A workdir refuses
 # a config that differs from its snapshot in ANY other field, so a new field
 # is compared unless it is listed here.
-SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'sweep')
+SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
+                'sweep')
 LOGISTICS = ('data_dir', 'num_workers', 'eval_batch_size', 'checkpoint_every',
              'keep_checkpoints', 'log_every', 'report')
 
@@ -76,6 +77,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.layers = (1, 2, 3, 4, 5, 6, 7)
   c.only = ()  # Treatments to run; empty: all of the experiment's.
   c.targets = ('B', 'A')  # Target halves: 'B' gives BnB, AnB; 'A' AnA, BnA.
+  # Several grids in one job, workdir and report (configs/default.py runs the
+  # whole paper so): 'experiment/split' or 'experiment/split/treatment+...',
+  # e.g. 'transfer/m_n/base+transfer'. When set, experiment, split and only
+  # are empty: each part names its own.
+  c.parts = ()
 
   # Solver (PAPER.md): SGD, momentum 0.9, wd 5e-4, biases 2x lr and no decay.
   c.batch_size = 256  # Global batch, split over all devices.
@@ -157,8 +163,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int)
   if c.model not in models.PRESETS:
     raise UserError(f'Unknown model {c.model!r}; known: '
                     f'{", ".join(sorted(models.PRESETS))}.')
-  if c.split != experiments.ALL:
-    splits.resolve(c.split, c.dataset, spec.num_classes)
+  for _, split, _ in experiments.parts(c):
+    if split != experiments.ALL:
+      splits.resolve(split, c.dataset, spec.num_classes)
   for name in ('batch_size', 'eval_batch_size'):
     if c[name] % num_devices:
       raise UserError(f'{name} {c[name]} is not divisible by the {num_devices} '
@@ -169,4 +176,4 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int)
   if not 0 <= c.sweep.shard < c.sweep.num_shards:
     raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
                     f'(sweep.num_shards - 1), got {c.sweep.shard}.')
-  experiments.grid(c.experiment, c.split, c.seeds, c.layers, c.only, c.targets)
+  experiments.study(c)

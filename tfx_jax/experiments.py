@@ -123,3 +123,53 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
     bases |= {RunSpec(split, 'base', t, t, 0, s) for s in seeds for t in targets}
   ordered_bases = sorted(bases, key=lambda r: (r.seed, r.target != 'B', r.target))
   return ordered_bases + runs
+
+
+def parse_part(text: str) -> tuple[str, str, tuple[str, ...]]:
+  """'experiment/split' or 'experiment/split/treatment+treatment' -> (experiment,
+  split, only), e.g. 'transfer/m_n/base+transfer'."""
+  fields = text.split('/')
+  if not 2 <= len(fields) <= 3 or not all(fields):
+    raise UserError(f'config.parts has {text!r}; each part is experiment/split or '
+                    f'experiment/split/treatment+treatment, e.g. '
+                    f'transfer/m_n/base+transfer or random_filters/{ALL}.')
+  return fields[0], fields[1], tuple(fields[2].split('+')) if len(fields) == 3 else ()
+
+
+def parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
+  """The grids a config runs, as (experiment, split, only): each of its `parts`,
+  narrowed to the treatments in `only` when that is set, or the one grid that
+  its `experiment`, `split` and `only` name."""
+  only = names(config.only)
+  if not config.parts:
+    return [(config.experiment, config.split, only)]
+  if config.experiment or config.split:
+    raise UserError(
+        f'config.parts is set ({", ".join(names(config.parts))}), so '
+        f'config.experiment and config.split must be empty: each part names its '
+        f'own. Choose parts with the config file\'s arguments '
+        f'(configs/default.py:split=m_n), or clear them with --config.parts=().')
+  chosen = []
+  for experiment, split, part_only in map(parse_part, names(config.parts)):
+    treatments = part_only or EXPERIMENTS.get(experiment, ())
+    if only:
+      treatments = tuple(t for t in treatments if t in only)
+    if treatments or not only:
+      chosen.append((experiment, split, treatments))
+  if not chosen:
+    raise UserError(f'config.only={only} selects no treatment of any part '
+                    f'({", ".join(names(config.parts))}).')
+  return chosen
+
+
+def study(config) -> list[RunSpec]:
+  """Every run of the config's parts: all parts' bases first, then the rest in
+  part order, so transplants of any part find their bases trained."""
+  specs = []
+  for experiment, split, only in parts(config):
+    for spec in grid(experiment, split, config.seeds, config.layers, only,
+                     config.targets):
+      if spec not in specs:
+        specs.append(spec)
+  return ([s for s in specs if s.treatment == 'base']
+          + [s for s in specs if s.treatment != 'base'])

@@ -10,10 +10,11 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfx_jax import findings as fnd
+from tfx_jax import comparisons
+from tfx_jax import over_time as ot
 from tfx_jax import paper_reference as paper
+from tfx_jax.comparisons import FAMILY_NAMES
 from tfx_jax.experiments import LABELS
-from tfx_jax.findings import FAMILY_NAMES
 from tfx_jax.results import METRIC, Result
 
 # After the paper's Figure 2: frozen transfers as circles, fine-tuned as
@@ -85,18 +86,18 @@ def figure2(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   Top: every run as a point, means joined by lines. Bottom: means with the
   spread over runs (sd) as error bars, and the paper's numbers on ImageNet.
   """
-  family = fnd.primary_family(runs)
+  family = comparisons.primary_family(runs)
   fig = Figure(figsize=(7.5, 8), layout='constrained')
   top, bottom = fig.subplots(2, 1, sharex=True)
-  series = {t: fnd.values_by_n(runs, t, family) if family else {}
+  series = {t: comparisons.values_by_n(runs, t, family) if family else {}
             for t in FIGURE2_TREATMENTS}
   # The bases the curves are measured against: those of the transfers' target
   # halves (a grid trained towards B alone has baseA only as a source).
   targets = {r.target for t in FIGURE2_TREATMENTS[1:] if family
-             for r in fnd.select(runs, t, family)}
+             for r in comparisons.select(runs, t, family)}
   if targets:
     series['base'] = {0: sorted(v for t in sorted(targets) for v in
-                                fnd.values_by_n(runs, 'base', family, target=t).get(0, []))}
+                                comparisons.values_by_n(runs, 'base', family, target=t).get(0, []))}
   base = series['base'].get(0)
   for ax in (top, bottom):
     _layer_axis(ax, xlabel=ax is bottom)
@@ -147,8 +148,8 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   drew = False
   for direction, target, colour, offset in (('AB', 'B', '#2a8c3c', 0.06),
                                            ('BA', 'A', '#8c6d2a', -0.06)):
-    base = fnd.values_by_n(runs, 'base', 'm_n', target=target)
-    moved = fnd.values_by_n(runs, 'transfer', 'm_n', direction=direction)
+    base = comparisons.values_by_n(runs, 'base', 'm_n', target=target)
+    moved = comparisons.values_by_n(runs, 'transfer', 'm_n', direction=direction)
     start = (0, float(np.mean(base[0]))) if base else None
     if base:
       _points_and_means(left, base, f'base{target} (m/n)', colour, 's', offset)
@@ -156,8 +157,8 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
       label = f'{direction[0]}n{direction[1]} (m/n)'
       _points_and_means(left, moved, label, colour, 'o', offset, start)
     drew = drew or bool(base or moved)
-  random_base = fnd.values_by_n(runs, 'base', 'random')
-  random_moved = fnd.values_by_n(runs, 'transfer', 'random')
+  random_base = comparisons.values_by_n(runs, 'base', 'random')
+  random_moved = comparisons.values_by_n(runs, 'transfer', 'random')
   if random_moved and drew:
     line = ([(0, float(np.mean(random_base[0])))] if random_base else [])
     line += [(n, float(np.mean(v))) for n, v in random_moved.items()]
@@ -169,8 +170,8 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
     _no_runs(left, 'no m/n split runs')
   left.set_title('Dissimilar tasks: m/n split', fontsize=10)
 
-  base_all = fnd.values_by_n(runs, 'base', 'all')
-  frozen = fnd.values_by_n(runs, 'random_frozen', 'all')
+  base_all = comparisons.values_by_n(runs, 'base', 'all')
+  frozen = comparisons.values_by_n(runs, 'random_frozen', 'all')
   if base_all:
     _points_and_means(middle, base_all, 'base (all classes)', 'white', 's', 0.0)
   if frozen:
@@ -192,7 +193,7 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
               ('m/n split: AnB - base', 'transfer', 'm_n', '#2a8c3c'),
               ('random frozen - base', 'random_frozen', 'all', '#3b5bdb'))
   for label, treatment, family, colour in relative:
-    gaps = fnd.compare(runs, treatment, family)
+    gaps = comparisons.compare(runs, treatment, family)
     if gaps:
       _means_and_sd(right, {n: list(g.values) for n, g in gaps.items()},
                     colour, 'o', 0.0, label)
@@ -213,6 +214,48 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   right.set_title('Relative to base (means, error bars = sd over runs)',
                   fontsize=10)
   fig.suptitle(f'Figure 3: {dataset or "dataset unknown"}', fontsize=11)
+  return fig
+
+
+def over_time(table: dict, title: str) -> Figure:
+  """Heatmaps of treatment - base (points) by n and eval step, one per treatment
+  of `table` ({treatment: {n: {step: difference}}}); a dot where a curve
+  crosses its base for good (over_time.crossing)."""
+  fig = Figure(figsize=(11, 7), layout='constrained')
+  axes = fig.subplots(2, 2, sharex=True, sharey=True).ravel()
+  all_steps = sorted({s for by_n in table.values() for series in by_n.values()
+                      for s in series})
+  limit = max([abs(v) for by_n in table.values() for series in by_n.values()
+               for v in series.values()] + [0.01]) * 100
+  image = None
+  for ax, treatment in zip(axes, ot.TREATMENTS):
+    by_n = table.get(treatment, {})
+    ax.set_title(f'{LABELS[treatment]} - base')
+    if not by_n:
+      _no_runs(ax, f'no {LABELS[treatment]} runs')
+      continue
+    grid = np.full((7, len(all_steps)), np.nan)
+    for n, series in by_n.items():
+      for j, step in enumerate(all_steps):
+        grid[n - 1, j] = 100 * series.get(step, np.nan)
+      step, _ = ot.crossing(series)
+      if step is not None:
+        ax.plot(all_steps.index(step), n, 'o', color='black', ms=4)
+    image = ax.imshow(grid, cmap='RdBu', vmin=-limit, vmax=limit, aspect='auto',
+                      origin='lower', extent=(-0.5, len(all_steps) - 0.5, 0.5, 7.5),
+                      interpolation='nearest')
+  ticks = list(range(0, len(all_steps), max(1, len(all_steps) // 8)))
+  for ax in axes:
+    ax.set_xticks(ticks, [str(all_steps[t]) for t in ticks] if all_steps else [])
+    ax.set_yticks(range(1, 8))
+  for ax in axes[2:]:
+    ax.set_xlabel('Training step')
+  for ax in axes[::2]:
+    ax.set_ylabel('Layer n')
+  if image is not None:
+    fig.colorbar(image, ax=axes.tolist(), label='Top-1 minus base (points); '
+                 'dot: crosses its base for good')
+  fig.suptitle(title)
   return fig
 
 

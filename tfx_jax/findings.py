@@ -1,29 +1,25 @@
-"""Paired comparisons of runs, and the paper's six findings as rules over them.
-
-Every comparison pairs a run with its reference network: the one trained on the
-run's target half, in the same split, with the same seed (the base for "AnB -
-base", the BnB+ at the same n for "AnB+ - BnB+"). When that network is missing
-the mean over the reference's other seeds stands in. Differences are in
-accuracy units (0.01 = 1 point of top-1) and printed in points ("%").
+"""The paper's six findings as rules over paired comparisons (comparisons.py).
 
 Each rule states its threshold in `RULES`, built from the constants below, so
-the text the report prints and the code that decides cannot drift apart.
+the text the report prints and the code that decides cannot drift apart. Each
+finding also has one headline difference (`HEADLINES`), computed again on
+every seed's runs alone: its spread over seeds says whether the difference
+exceeds the run-to-run noise (`SPREAD_RULE`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
+from tfx_jax.comparisons import (FAMILY_NAMES, Gap, compare, pct, primary_family,
+                                 unit_means, why_missing)
 from tfx_jax.experiments import LABELS
 from tfx_jax.results import Result
-
-FAMILY_NAMES = {'random': 'random split', 'm_n': 'm/n split',
-                'all': 'all-classes task'}
 
 # The smallest difference called real: 1 point of top-1, or N_SE standard
 # errors of the paired mean when several seeds give a spread and that is larger.
@@ -74,100 +70,21 @@ RULES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Gap:
-  """Paired differences (or ratios) at one n, one per run, sorted by unit.
-
-  A unit is (split, target half, seed): one series of networks.
-  """
-  n: int
-  values: tuple[float, ...]
-  units: tuple[tuple[str, str, int], ...]
-
-  @property
-  def k(self) -> int:
-    return len(self.values)
-
-  @property
-  def mean(self) -> float:
-    return float(np.mean(self.values))
-
-  @property
-  def sd(self) -> float:
-    return float(np.std(self.values, ddof=1)) if self.k > 1 else 0.0
-
-  @property
-  def se(self) -> float:
-    return self.sd / math.sqrt(self.k)
-
-  @property
-  def seeds(self) -> frozenset[int]:
-    return frozenset(seed for _, _, seed in self.units)
-
-
-def select(runs: Iterable[Result], treatment: str, family: str,
-           direction: str | None = None) -> list[Result]:
-  """The runs of one treatment in one split family; direction 'AB' or 'BA'."""
-  chosen = [r for r in runs if r.treatment == treatment and r.family == family]
-  if direction is not None:
-    chosen = [r for r in chosen if r.source + r.target == direction]
-  return sorted(chosen, key=lambda r: r.sort_key)
-
-
-def values_by_n(runs: Iterable[Result], treatment: str, family: str,
-                direction: str | None = None,
-                target: str | None = None) -> dict[int, list[float]]:
-  """Accuracies of the chosen runs by n, each list sorted."""
-  out = defaultdict(list)
-  for run in select(runs, treatment, family, direction):
-    if target is None or run.target == target:
-      out[run.n].append(run.accuracy)
-  return {n: sorted(v) for n, v in sorted(out.items())}
-
-
-def compare(runs: Sequence[Result], treatment: str, family: str, *,
-            against: str = 'base', direction: str | None = None,
-            ratio: bool = False) -> dict[int, Gap]:
-  """Paired `treatment - against` (or `/` when ratio) by n, in one family.
-
-  `against` is 'base' (the base on the run's target half) or a treatment at
-  the same n on the target half (e.g. 'selffer_ft'). Runs with no reference
-  at all (or, for a ratio, one at 0) are left out.
-  """
-  exact, pooled = {}, defaultdict(list)
-  for ref in select(runs, against, family):
-    exact[(ref.split, ref.target, ref.n, ref.seed)] = ref.accuracy
-    pooled[(ref.split, ref.target, ref.n)].append(ref.accuracy)
-  by_n = defaultdict(list)
-  for run in select(runs, treatment, family, direction):
-    n_ref = 0 if against == 'base' else run.n
-    ref = exact.get((run.split, run.target, n_ref, run.seed))
-    if ref is None and (run.split, run.target, n_ref) in pooled:
-      ref = float(np.mean(pooled[(run.split, run.target, n_ref)]))
-    if ref is None or (ratio and ref == 0):  # A base that learnt nothing has no ratio.
-      continue
-    value = run.accuracy / ref if ratio else run.accuracy - ref
-    by_n[run.n].append(((run.split, run.target, run.seed), value))
-  gaps = {}
-  for n, pairs in sorted(by_n.items()):
-    pairs.sort()
-    gaps[n] = Gap(n, tuple(v for _, v in pairs), tuple(u for u, _ in pairs))
-  return gaps
-
-
-def unit_means(gaps: Mapping[int, Gap], ns: Sequence[int]) -> list[float]:
-  """Per unit, its mean over `ns`; only units present at every n in `ns`."""
-  per_unit = defaultdict(dict)
-  for n in ns:
-    for unit, value in zip(gaps[n].units, gaps[n].values):
-      per_unit[unit][n] = value
-  return [float(np.mean([vals[n] for n in ns]))
-          for unit, vals in sorted(per_unit.items()) if len(vals) == len(ns)]
-
-
-def pct(x: float) -> str:
-  """Accuracy difference in points, signed: 0.0123 -> '+1.23%'."""
-  return f'{100 * x:+.2f}%'
+# The one difference each finding is about, in points; computed on all runs,
+# and again on each seed's runs alone for its spread.
+HEADLINES = {
+    1: f'mean AnB - base over n = {_layers(LATE_LAYERS)}',
+    2: f'BnB - base at the dip (lowest of n = {_layers(DIP_LAYERS)})',
+    3: 'mean BnB+ - base over n',
+    4: 'mean AnB+ - base over n',
+    5: f'(m/n AnB - base) - (random AnB - base), mean over n = {_layers(DROP_LAYERS)}',
+    6: '(AnB - base) - (random frozen - base), mean over n',
+}
+SPREAD_RULE = ('beyond the seed spread when the headline difference, computed '
+               "on each seed's runs alone, differs from 0 in a two-sided "
+               'one-sample t-test at the 5% level: |mean| > t(0.975, k-1) sd / '
+               'sqrt(k) over k seeds (k = 3: |mean| > 2.48 sd); with one seed '
+               'there is no spread to compare with.')
 
 
 def _seeds(*gap_dicts: Mapping[int, Gap]) -> frozenset[int]:
@@ -180,6 +97,10 @@ def _margin(gap: Gap, spread: bool) -> float:
 
 def _by_n(gaps: Mapping[int, Gap]) -> str:
   return ', '.join(f'{n}: {pct(g.mean)}' for n, g in sorted(gaps.items()))
+
+
+def _mean_over(gaps: Mapping[int, Gap], ns: Sequence[int]) -> float:
+  return float(np.mean([gaps[n].mean for n in ns]))
 
 
 def _slope(gaps: Mapping[int, Gap]) -> float:
@@ -204,30 +125,32 @@ def _evidence(family: str, gaps: Mapping[int, Gap], parts: Sequence[str]) -> str
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
+  """A verdict, its evidence, and its headline difference with one value per seed."""
   id: int
   holds: bool | None
   evidence: str
+  difference: float | None = None  # HEADLINES[id], over all runs.
+  per_seed: tuple[float, ...] = ()  # The same on each seed's runs alone.
+
+  @property
+  def sd(self) -> float | None:
+    return float(np.std(self.per_seed, ddof=1)) if len(self.per_seed) > 1 else None
+
+  @property
+  def beyond_spread(self) -> bool | None:
+    """SPREAD_RULE; None with fewer than two seeds."""
+    k = len(self.per_seed)
+    if k < 2:
+      return None
+    mean = abs(float(np.mean(self.per_seed)))
+    return bool(mean > stats.t.ppf(0.975, k - 1) * self.sd / math.sqrt(k))
 
   def as_dict(self) -> dict:
     return {'id': self.id, 'claim': CLAIMS[self.id], 'holds': self.holds,
-            'evidence': self.evidence, 'rule': RULES[self.id]}
-
-
-def why_missing(runs: Sequence[Result], family: str | None, treatment: str,
-             against: str = 'base') -> str:
-  """Why compare(runs, treatment, family, against) is empty, in words."""
-  if family is None:
-    return 'no runs on a random or m/n split'
-  where = FAMILY_NAMES[family]
-  if not select(runs, treatment, family):
-    return f'no {_name(treatment)} runs on the {where}'
-  return (f'no {_name(against)} runs on the {where} to compare '
-          f'{_name(treatment)} with')
-
-
-def _name(treatment: str) -> str:
-  label = LABELS[treatment]
-  return label if label == treatment else f'{label} ({treatment})'
+            'evidence': self.evidence, 'rule': RULES[self.id],
+            'headline': HEADLINES[self.id], 'difference': self.difference,
+            'per_seed': list(self.per_seed), 'sd_over_seeds': self.sd,
+            'beyond_seed_spread': self.beyond_spread}
 
 
 def _in_ranges(runs: Sequence[Result], family: str | None, finding: int):
@@ -268,7 +191,8 @@ def specificity(runs: Sequence[Result], family: str | None) -> Finding:
   return Finding(1, holds, _evidence(family, gaps, [
       f'AnB - base by n: {_by_n(gaps)}',
       f'not below base by more than tolerance at {len(near)}/{len(early)} of n = '
-      f'{early}', fell_text, f'trend {pct(slope)} per layer']))
+      f'{early}', fell_text, f'trend {pct(slope)} per layer']),
+                 _mean_over(gaps, late))
 
 
 def co_adaptation(runs: Sequence[Result], family: str | None) -> Finding:
@@ -290,7 +214,7 @@ def co_adaptation(runs: Sequence[Result], family: str | None) -> Finding:
       f'dip at n = {n_dip}: {pct(dip.mean)} ({"below" if dipped else "not below"} '
       f'-{100 * _margin(dip, spread):.2f}%)',
       f'best of n = {rec_ns}: {pct(rec.mean)} at n = {n_rec}, {pct(recovery)} above '
-      f'the dip (needs > {100 * needed:.2f}%)']))
+      f'the dip (needs > {100 * needed:.2f}%)']), dip.mean)
 
 
 def fine_tuning_repairs(runs: Sequence[Result], family: str | None) -> Finding:
@@ -305,7 +229,7 @@ def fine_tuning_repairs(runs: Sequence[Result], family: str | None) -> Finding:
       f'BnB+ within tolerance of base at {len(inside)}/{len(gaps)} n',
       f'largest |BnB+ - base| {100 * abs(gaps[worst].mean):.2f}% at n = {worst} '
       f'(tolerance {100 * _margin(gaps[worst], spread):.2f}%)',
-      f'by n: {_by_n(gaps)}']))
+      f'by n: {_by_n(gaps)}']), _mean_over(gaps, sorted(gaps)))
 
 
 def transfer_generalises(runs: Sequence[Result], family: str | None) -> Finding:
@@ -325,7 +249,7 @@ def transfer_generalises(runs: Sequence[Result], family: str | None) -> Finding:
       f'AnB+ > base at {len(above)}/{len(ns)} n, mean gain {pct(mean)} ({spread}'
       f'{len(seeds)} seed{"s" if len(seeds) != 1 else ""})',
       f'above base by more than {N_SE:g} SE at {len(beyond)}/{len(ns)} n',
-      f'by n: {_by_n(gaps)}']))
+      f'by n: {_by_n(gaps)}']), mean)
 
 
 def dissimilar_drop(runs: Sequence[Result]) -> Finding:
@@ -353,7 +277,7 @@ def dissimilar_drop(runs: Sequence[Result]) -> Finding:
               f'{pct(_slope(m_n))}, random {pct(_slope(rand))}; m/n by n: '
               f'{_by_n(m_n)}; random by n: {_by_n(rand)}; '
               f'{_runs_note(m_n, rand)}.')
-  return Finding(5, gap < -needed, evidence)
+  return Finding(5, gap < -needed, evidence, gap)
 
 
 def beats_random_filters(runs: Sequence[Result]) -> Finding:
@@ -381,18 +305,24 @@ def beats_random_filters(runs: Sequence[Result]) -> Finding:
               f'frozen (each against its base) by n: {margins}; AnB - base by '
               f'n: {_by_n(transfer)}; random frozen - base by n: '
               f'{_by_n(frozen)}; {_runs_note(transfer, frozen)}.')
-  return Finding(6, len(wins) == len(common), evidence)
+  return Finding(6, len(wins) == len(common), evidence,
+                 float(np.mean([transfer[n].mean - frozen[n].mean for n in common])))
 
 
-def primary_family(runs: Iterable[Result]) -> str | None:
-  """The split family of findings 1-4, Figure 2 and Table 1: random, else m/n."""
-  families = {r.family for r in runs}
-  return next((f for f in ('random', 'm_n') if f in families), None)
-
-
-def evaluate(runs: Sequence[Result]) -> list[Finding]:
-  """The six findings, ids 1..6, in order."""
-  family = primary_family(runs)
+def _evaluate(runs: Sequence[Result], family: str | None) -> list[Finding]:
   return [specificity(runs, family), co_adaptation(runs, family),
           fine_tuning_repairs(runs, family), transfer_generalises(runs, family),
           dissimilar_drop(runs), beats_random_filters(runs)]
+
+
+def evaluate(runs: Sequence[Result]) -> list[Finding]:
+  """The six findings, ids 1..6, in order, each with its per-seed differences."""
+  family = primary_family(runs)
+  found = _evaluate(runs, family)
+  seeds = sorted({r.seed for r in runs})
+  if len(seeds) < 2:
+    return found
+  by_seed = [_evaluate([r for r in runs if r.seed == seed], family) for seed in seeds]
+  return [dataclasses.replace(f, per_seed=tuple(
+      one[i].difference for one in by_seed if one[i].difference is not None))
+          for i, f in enumerate(found)]

@@ -78,7 +78,16 @@ SMALL = Preset(
     pool_window=2,
 )
 
-PRESETS = {'caffenet': CAFFENET, 'small': SMALL}
+# `small` at half width (3.4x less time per train step on a 2-core CPU): the
+# offline default's net, so its bases converge within `make demo`'s budget
+# (docs/solver/).
+NARROW = dataclasses.replace(
+    SMALL,
+    convs=tuple(dataclasses.replace(c, features=c.features // 2) for c in SMALL.convs),
+    dense=tuple(dataclasses.replace(d, features=d.features // 2) for d in SMALL.dense),
+)
+
+PRESETS = {'caffenet': CAFFENET, 'small': SMALL, 'narrow': NARROW}
 
 
 def _kernel_init(std: float | None) -> Callable:

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags
 
-from tfx_jax import errors, figures, files
+from tfx_jax import comparisons, errors, figures, files, over_time
 from tfx_jax import findings as fnd
 from tfx_jax import paper_reference as paper
 from tfx_jax import results
+from tfx_jax.comparisons import FAMILY_NAMES
 from tfx_jax.experiments import LABELS
-from tfx_jax.findings import FAMILY_NAMES
 from tfx_jax.results import METRIC, Result
 
 REPORT_DIR = 'report'
@@ -51,13 +51,13 @@ def _split_list(runs: Sequence[Result], family: str | None) -> str:
   return ', '.join(sorted({r.split for r in runs if r.family == family}))
 
 
-def _range_gain(gaps: dict[int, fnd.Gap], lo: int, hi: int) -> str:
+def _range_gain(gaps: dict[int, comparisons.Gap], lo: int, hi: int) -> str:
   ns = [n for n in range(lo, hi + 1) if n in gaps]
   if not ns:
     return 'n/a'
   mean = float(np.mean([gaps[n].mean for n in ns]))
-  per_unit = fnd.unit_means(gaps, ns)
-  text = fnd.pct(mean)
+  per_unit = comparisons.unit_means(gaps, ns)
+  text = comparisons.pct(mean)
   if len(per_unit) > 1:
     sd = float(np.std(per_unit, ddof=1))
     text += f' (sd {100 * sd:.2f}%, {len(per_unit)} series)'
@@ -68,9 +68,9 @@ def _range_gain(gaps: dict[int, fnd.Gap], lo: int, hi: int) -> str:
 
 def table1(runs: Sequence[Result], dataset: str | None = None) -> str:
   """Markdown: the gain of AnB+ over base and over BnB+, ours beside the paper's."""
-  family = fnd.primary_family(runs)
-  over_base = fnd.compare(runs, 'transfer_ft', family) if family else {}
-  over_selffer = (fnd.compare(runs, 'transfer_ft', family, against='selffer_ft')
+  family = comparisons.primary_family(runs)
+  over_base = comparisons.compare(runs, 'transfer_ft', family) if family else {}
+  over_selffer = (comparisons.compare(runs, 'transfer_ft', family, against='selffer_ft')
                   if family else {})
   where = (f'{FAMILY_NAMES[family]} ({_split_list(runs, family)})' if family
            else 'no random or m/n split in the results')
@@ -94,7 +94,7 @@ def table1(runs: Sequence[Result], dataset: str | None = None) -> str:
         f'{100 * paper.TABLE1_GAIN_OVER_SELFFER_FT[(lo, hi)]:+.1f}% |')
   for gaps, against in ((over_base, 'base'), (over_selffer, 'selffer_ft')):
     if not gaps:
-      why = fnd.why_missing(runs, family, 'transfer_ft', against)
+      why = comparisons.why_missing(runs, family, 'transfer_ft', against)
       lines += ['', f'Over {LABELS[against]}: {why}.']
   lines += ['', f'Paper numbers: {paper.SOURCE}', '']
   return '\n'.join(lines)
@@ -113,11 +113,11 @@ def generality(runs: Sequence[Result], dataset: str | None = None) -> str:
       f'Dataset: {dataset or "unknown"}.', '']
   shown = False
   for family in ('random', 'm_n'):
-    transfer = fnd.compare(runs, 'transfer', family, ratio=True)
+    transfer = comparisons.compare(runs, 'transfer', family, ratio=True)
     if not transfer:
       continue
     shown = True
-    selffer = fnd.compare(runs, 'selffer', family, ratio=True)
+    selffer = comparisons.compare(runs, 'selffer', family, ratio=True)
     with_paper = family == 'random' and paper.applies_to(dataset)
     lines += [f'## {FAMILY_NAMES[family]} ({_split_list(runs, family)})', '',
               '| n | AnB / base | sd | runs | BnB / base |' +
@@ -142,9 +142,21 @@ def generality(runs: Sequence[Result], dataset: str | None = None) -> str:
   return '\n'.join(lines)
 
 
+def _spread_cells(f: fnd.Finding) -> tuple[str, str, str]:
+  """(headline difference, sd over seeds, beyond the seed spread) as text."""
+  if f.difference is None:
+    return '-', '-', '-'
+  if f.sd is None:
+    return comparisons.pct(f.difference), '-', 'single seed'
+  beyond = 'yes' if f.beyond_spread else 'no'
+  return comparisons.pct(f.difference), f'{100 * f.sd:.2f}', beyond
+
+
 def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
-                      dataset: str | None, notes: Sequence[str]) -> str:
+                      dataset: str | None, notes: Sequence[str],
+                      when: dict[int, tuple] | None = None) -> str:
   verdict = {True: 'yes', False: 'no', None: 'not testable (runs missing)'}
+  when = when or {}
   splits = sorted({r.split for r in runs})
   seeds = sorted({r.seed for r in runs})
   lines = [
@@ -155,21 +167,38 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
       f'mean of its 10 best validation top-1 values. Differences are in points '
       f'of top-1, each run paired with its reference network on the same split, '
       f'target half and seed. Every verdict is computed by a rule in '
-      f'tfx_jax/findings.py.', '',
-      '| id | finding (paper) | holds |', '|---|---|---|']
-  lines += [f'| {f.id} | {fnd.CLAIMS[f.id]} | {verdict[f.holds]} |' for f in found]
+      f'tfx_jax/findings.py. "Difference" is each finding\'s headline '
+      f'difference; "sd" its spread over seeds; "beyond spread" whether it '
+      f'exceeds that spread ({fnd.SPREAD_RULE}). "Over time": the first '
+      f'evaluation step at which the rule holds when every run\'s top-1 at '
+      f'that step stands in for its {METRIC} (over_time.md).', '',
+      '| id | finding (paper) | holds | difference | sd | beyond spread | over time |',
+      '|---|---|---|---|---|---|---|']
   for f in found:
+    over = over_time.finding_step_text(*when[f.id]) if f.id in when else '-'
+    cells = ' | '.join(_spread_cells(f))
+    lines.append(f'| {f.id} | {fnd.CLAIMS[f.id]} | {verdict[f.holds]} | {cells} | '
+                 f'{over} |')
+  for f in found:
+    difference, sd, beyond = _spread_cells(f)
+    per_seed = ', '.join(comparisons.pct(d) for d in f.per_seed)
     lines += ['', f'## {f.id}. {fnd.CLAIMS[f.id]}', '',
               f'Holds: **{verdict[f.holds]}**', '',
-              f'- Rule: {fnd.RULES[f.id]}', f'- Evidence: {f.evidence}']
+              f'- Rule: {fnd.RULES[f.id]}', f'- Evidence: {f.evidence}',
+              f'- Headline: {fnd.HEADLINES[f.id]} = {difference}' +
+              (f'; per seed {per_seed}; sd {sd} points; beyond the seed spread: '
+               f'{beyond}' if f.per_seed else '')]
+    if f.id in when:
+      lines.append(f'- Over time: {over_time.finding_step_text(*when[f.id])}.')
   lines += ['', '## Notes', '']
-  family = fnd.primary_family(runs)
+  family = comparisons.primary_family(runs)
   if family == 'm_n':
     notes = [*notes, 'No random split in the results: findings 1-4, Figure 2 '
              'and Table 1 use the m/n split.']
   lines += [f'- {note}' for note in notes]
   lines += ['- Per-layer generality (AnB / base, and where it falls): '
-            'generality.md.', '']
+            'generality.md; each treatment against its base over training: '
+            'over_time.md and over_time.png.', '']
   return '\n'.join(lines)
 
 
@@ -182,21 +211,31 @@ def write_report(workdir: str) -> dict:
   """
   runs, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
   dataset, config_notes = read_dataset(workdir)
+  curves, curve_notes = over_time.read_curves(workdir, runs)
   found = fnd.evaluate(runs)
-  result = {'findings': [f.as_dict() for f in found]}
+  when = over_time.finding_steps(runs, curves)
+  result = {'findings': [{**f.as_dict(), 'first_holds_at_step': when.get(f.id, (None,))[0],
+                          'holds_from_step': when.get(f.id, (None, None))[1]}
+                         for f in found]}
   out = os.path.join(workdir, REPORT_DIR)
   files.makedirs(out)
   texts = {
       'findings.json': json.dumps(result, indent=2) + '\n',
       'findings.md': findings_markdown(found, runs, dataset,
-                                       [*config_notes, *notes]),
+                                       [*config_notes, *notes], when),
       'table1.md': table1(runs, dataset),
       'generality.md': generality(runs, dataset),
+      'over_time.md': over_time.markdown(runs, curves, curve_notes),
   }
   for name, text in texts.items():
     files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
+  family = comparisons.primary_family(runs)
+  table = over_time.gaps(runs, curves, family) if family else {}
+  title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
+           f'minus its base over training' if family else 'No transfer runs')
   for name, fig, formats in (('figure2', figures.figure2(runs, dataset), ('png', 'svg')),
-                             ('figure3', figures.figure3(runs, dataset), ('png',))):
+                             ('figure3', figures.figure3(runs, dataset), ('png',)),
+                             ('over_time', figures.over_time(table, title), ('png',))):
     for fmt in formats:
       files.atomic_write(os.path.join(out, f'{name}.{fmt}'), figures.to_bytes(fig, fmt))
   return result

@@ -37,15 +37,16 @@ class Grid:
     self.is_main = jax.process_index() == 0
     self.mesh = train.make_mesh()
     self.data = input_pipeline.dataset_spec(config.dataset)
-    if config.split == experiments.ALL:
-      self.halves = {experiments.ALL: tuple(range(self.data.num_classes))}
-    else:
-      a, b = splits.resolve(config.split, config.dataset, self.data.num_classes)
-      self.halves = {'A': tuple(a), 'B': tuple(b)}
+    self.halves = {}  # (split, target) -> its classes
+    for _, split, _ in experiments.parts(config):
+      if split == experiments.ALL:
+        self.halves[split, experiments.ALL] = tuple(range(self.data.num_classes))
+      else:
+        a, b = splits.resolve(split, config.dataset, self.data.num_classes)
+        self.halves[split, 'A'], self.halves[split, 'B'] = tuple(a), tuple(b)
     self.local_batch = config.batch_size // jax.process_count()
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
-    self.specs = experiments.grid(config.experiment, config.split, config.seeds,
-                                  config.layers, config.only, config.targets)
+    self.specs = experiments.study(config)
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
     self._eval_data = {}
@@ -92,15 +93,15 @@ class Grid:
             params, self._batch_shapes(True)).compile()
     return self._evals[model.num_classes]
 
-  def eval_data(self, target: str) -> input_pipeline.EvalData:
+  def eval_data(self, half: tuple[str, str]) -> input_pipeline.EvalData:
     """A half's eval data, built once per grid and re-iterated at every evaluation."""
-    if target not in self._eval_data:
+    if half not in self._eval_data:
       c = self.config
-      self._eval_data[target] = input_pipeline.EvalData(
-          c.dataset, self.halves[target], batch_size=self.local_eval_batch,
+      self._eval_data[half] = input_pipeline.EvalData(
+          c.dataset, self.halves[half], batch_size=self.local_eval_batch,
           data_dir=c.data_dir, max_examples=c.eval_examples or None,
           num_workers=c.num_workers, cache_dir=self.label_cache)
-    return self._eval_data[target]
+    return self._eval_data[half]
 
   def finished(self, spec: experiments.RunSpec) -> bool:
     return self.workdir.finished(spec.run_id)
@@ -131,7 +132,8 @@ class Grid:
     if base.run_id not in self._bases:
       if not self.finished(base):
         raise RuntimeError(f'Base {base.run_id} is not finished.')
-      model = models.create(self.config.model, len(self.halves[base.target]))
+      model = models.create(self.config.model,
+                            len(self.halves[base.split, base.target]))
       rep = train.replicated(self.mesh)
       like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                           jax.eval_shape(lambda: self.init_params(base, model)))
@@ -147,7 +149,7 @@ class Grid:
   def run_one(self, index: int, spec: experiments.RunSpec) -> Result:
     """Train and evaluate one run, resuming from its newest checkpoint."""
     c = self.config
-    classes = self.halves[spec.target]
+    classes = self.halves[spec.split, spec.target]
     model = models.create(c.model, len(classes))
     params = self.init_params(spec, model)
     if spec.copies_base:
@@ -163,7 +165,7 @@ class Grid:
         cache_dir=self.label_cache)
 
     def evaluate(params) -> dict:
-      return train.evaluate(eval_fn, params, self.eval_data(spec.target),
+      return train.evaluate(eval_fn, params, self.eval_data((spec.split, spec.target)),
                             self.local_eval_batch, self.mesh)
 
     try:
