@@ -40,14 +40,14 @@ def get_config(arg=None):
   c.parts = tuple(PARTS[name].format(seed=args.seed) for name in chosen)
   c.targets = ('B',)
   c.model = 'narrow'
-  c.batch_size = 128
+  c.batch_size = 64
   c.lr = 0.01
-  c.total_steps = 3200
-  c.lr_step = 2133
-  c.eval_every = 160  # 20 evaluations: best10_top1 averages the upper half.
+  c.total_steps = 7680  # 16 epochs of a 30k-image half.
+  c.lr_step = 5120  # One x0.1 step, at 2/3 of the run.
+  c.eval_every = 384  # 20 evaluations: best10_top1 averages the upper half.
   c.eval_examples = 0  # The whole test half.
-  c.checkpoint_every = 800
-  c.log_every = 160
+  c.checkpoint_every = 1536
+  c.log_every = 384
   if args.runlocal:
     config_lib.apply_runlocal(c)
   return c

@@ -1,0 +1,58 @@
+"""The doubling test of issue 14: each base at the default length against itself
+with every step count doubled, by seed and as the mean over seeds.
+
+  python docs/solver/convergence.py STUDY_WORKDIR DOUBLED_WORKDIR [--json=PATH]
+
+Prints a markdown table; a base converges when its mean best10_top1 over the
+seeds present in both moves by less than 0.5 points (0.005) when doubled.
+"""
+
+import argparse
+import json
+import os
+from collections import defaultdict
+
+from tfx_jax import results
+
+THRESHOLD = 0.005
+
+
+def bases(workdir: str) -> dict:
+  runs, _ = results.read_csv(os.path.join(workdir, 'results.csv'))
+  return {(r.split, r.target, r.seed): r.best10_top1 for r in runs if r.treatment == 'base'}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('study')
+  parser.add_argument('doubled')
+  parser.add_argument('--json')
+  args = parser.parse_args()
+  short, long = bases(args.study), bases(args.doubled)
+  by_base = defaultdict(dict)
+  for key in sorted(set(short) & set(long)):
+    split, target, seed = key
+    by_base[split, target][seed] = (short[key], long[key])
+  lines = ['| base | seeds | best10_top1 (default) | doubled | gain (points) | '
+           'per seed | converged |', '|---|---|---|---|---|---|---|']
+  out = []
+  for (split, target), seeds in sorted(by_base.items()):
+    mean_short = sum(s for s, _ in seeds.values()) / len(seeds)
+    mean_long = sum(l for _, l in seeds.values()) / len(seeds)
+    gain = mean_long - mean_short
+    per_seed = ', '.join(f'{100 * (l - s):+.2f}' for s, l in seeds.values())
+    lines.append(f'| {split} base{target} | {",".join(map(str, seeds))} | '
+                 f'{mean_short:.4f} | {mean_long:.4f} | {100 * gain:+.2f} | '
+                 f'{per_seed} | {"yes" if gain < THRESHOLD else "no"} |')
+    out.append({'split': split, 'target': target,
+                'seeds': {str(k): {'default': s, 'doubled': l} for k, (s, l) in seeds.items()},
+                'mean_default': mean_short, 'mean_doubled': mean_long, 'gain': gain,
+                'converged': gain < THRESHOLD})
+  print('\n'.join(lines))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'threshold': THRESHOLD, 'bases': out}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
