@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import jax
 import optax
 
-from tfx_jax.surgery import BIASES, FROZEN, WEIGHTS
+from tfx_jax.surgery import BIASES, FROZEN, NO_DECAY, WEIGHTS
 
 SCHEDULES = ('step', 'cosine', 'constant')
 
@@ -55,13 +56,15 @@ def make_optimizer(labels, schedule: optax.Schedule, *, momentum: float = 0.9,
   """optax.partition over `labels` (see surgery.freeze_labels).
 
   Frozen leaves get zero updates and keep no optimizer state; biases get
-  bias_lr_mult x the learning rate and no weight decay (PAPER.md: 2x, none).
+  bias_lr_mult x the learning rate and no weight decay (PAPER.md: 2x, none);
+  'no_decay' leaves (normalisation scales) the learning rate and no weight
+  decay. A label no leaf has gets no transform, so no state either.
   """
-  return optax.partition(
-      {
-          FROZEN: optax.set_to_zero(),
-          WEIGHTS: _caffe_sgd(schedule, momentum, weight_decay),
-          BIASES: _caffe_sgd(lambda s: bias_lr_mult * schedule(s), momentum, 0.0),
-      },
-      labels,
-  )
+  transforms = {
+      FROZEN: optax.set_to_zero(),
+      WEIGHTS: _caffe_sgd(schedule, momentum, weight_decay),
+      BIASES: _caffe_sgd(lambda s: bias_lr_mult * schedule(s), momentum, 0.0),
+  }
+  if NO_DECAY in jax.tree.leaves(labels):
+    transforms[NO_DECAY] = _caffe_sgd(schedule, momentum, 0.0)
+  return optax.partition(transforms, labels)
