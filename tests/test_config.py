@@ -36,7 +36,9 @@ def test_m_n_default_is_the_papers_imagenet_setup():
   assert (c.batch_size, c.lr, c.total_steps, c.lr_step, c.lr_gamma) == (
       256, 0.01, 450_000, 100_000, 0.1)
   assert (c.momentum, c.weight_decay, c.bias_lr_mult) == (0.9, 5e-4, 2.0)
-  assert c.eval_every == 1000 and tuple(c.layers) == (1, 2, 3, 4, 5, 6, 7)
+  assert c.eval_every == 1000 and tuple(c.layers) == ()  # () = all: n = 1..7.
+  from tfx_jax import experiments  # pylint: disable=g-import-not-at-top
+  assert sorted({s.n for s in experiments.study(c)} - {0}) == list(range(1, 8))
 
 
 def test_dataset_and_runlocal_arguments():
@@ -65,7 +67,12 @@ def test_shipped_configs_are_valid(name, arg):
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'model': 'resnet'}, "Unknown model 'resnet'; known: caffenet, narrow, small."),
+    ({'model': 'resnet'}, "Unknown model 'resnet'; known: caffenet, narrow, resnet18, "
+                          "resnet18_w16, small, or your own as package.module:factory."),
+    ({'model': 'no_such_pkg.mod:make'}, "Cannot import module 'no_such_pkg.mod'"),
+    ({'model': 'tfx_jax.resnet:nothing'}, "Module 'tfx_jax.resnet' has no callable 'nothing'"),
+    ({'layer_groups': ('conv1', 'conv9+fc6')}, "Layer group 'conv9+fc6' of model 'small': "
+                                              "'conv9' matches no parameter"),
     ({'dataset': 'imagenet'}, "Unknown dataset 'imagenet'"),
     ({'split': 'halves'}, 'halves'),
     ({'batch_size': 30}, 'batch_size 30 is not divisible by the 4 devices; use a '

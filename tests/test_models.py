@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tfx_jax import models
+from tfx_jax.errors import UserError
 
 
 def _shapes(preset, num_classes, image_shape):
@@ -92,6 +93,23 @@ def test_local_response_norm_matches_caffe_formula():
                              rtol=1e-5)
 
 
-def test_unknown_preset_is_a_clear_error():
-  with pytest.raises(ValueError, match="Unknown model preset 'vgg'.*caffenet, small"):
+def test_unknown_model_is_a_clear_error():
+  with pytest.raises(UserError, match="Unknown model 'vgg'; known: caffenet, narrow, "
+                     "resnet18, resnet18_w16, small, or your own as package.module:factory"):
     models.create('vgg', 10)
+
+
+def test_resnet18_groups_are_the_stem_then_eight_blocks():
+  model = models.create('resnet18_w16', 10)
+  variables = models.init_variables(model, jax.random.PRNGKey(0), (28, 28, 1))
+  assert set(variables) == {'params', 'batch_stats'}
+  assert list(variables['params'])[-1] == 'Dense_0'
+  groups = models.groups('resnet18_w16', variables['params'])
+  assert groups == ('conv_init+bn_init', *(f'ResNetBlock_{i}' for i in range(8)))
+  # Widths 16, 32, 64, 128 by stage; the head sees the last stage.
+  assert variables['params']['ResNetBlock_7']['Conv_1']['kernel'].shape == (3, 3, 128, 128)
+  assert variables['params']['Dense_0']['kernel'].shape == (128, 10)
+  # Without registry groups: the top-level keys in order but the head.
+  assert models.groups('pkg.mod:f', variables['params']) == tuple(
+      k for k in variables['params'] if k != 'Dense_0')
+  assert models.transferable_groups('resnet18_w16', (28, 28, 1), ('bn_init',)) == ('bn_init',)

@@ -78,7 +78,7 @@ def test_eval_counts_every_example_exactly_once(model):
   batches = [{k: v[i:i + 8] for k, v in data.items()} for i in range(0, 23, 8)]
   assert [len(b['label']) for b in batches] == [8, 8, 7]
   result = train.evaluate(train.make_eval_step(model, mesh),
-                          jax.device_put(params, train.replicated(mesh)),
+                          jax.device_put({'params': params}, train.replicated(mesh)),
                           batches, batch_size=8, mesh=mesh)
   logits = np.asarray(model.apply({'params': params}, data['image'], train=False))
   top1 = np.mean(logits.argmax(-1) == data['label'])
@@ -128,7 +128,8 @@ def test_uint8_batches_normalised_in_the_steps_match_host_normalised_floats(mode
   preprocess = train.normalizer(mean, std)
   state, _ = _setup(model, 2, mesh)
   params = jax.device_get(state.params)
-  sums = [train.evaluate(train.make_eval_step(model, mesh, prep), params, [batch], 16, mesh)
+  sums = [train.evaluate(train.make_eval_step(model, mesh, prep), {'params': params},
+                         [batch], 16, mesh)
           for prep, batch in ((preprocess, uint8), (None, host))]
   for k in ('loss', 'top1', 'top5'):
     np.testing.assert_allclose(sums[0][k], sums[1][k], rtol=1e-5)

@@ -59,8 +59,8 @@ def setup():
   eval_step = train.make_eval_step(model, mesh)
   eval_batches = [next(Batches()) for _ in range(2)]
 
-  def evaluate(params):
-    return train.evaluate(eval_step, params, eval_batches, 8, mesh)
+  def evaluate(variables):
+    return train.evaluate(eval_step, variables, eval_batches, 8, mesh)
 
   def fresh_state():
     return train.create_state(params, opt, seed=0, mesh=mesh)

@@ -1,7 +1,8 @@
 """Orbax checkpoints of one run: train state, data-iterator state and metrics.
 
-A finished base run's final params are read back (params only) by every
-transplant that needs them; see `load_params`.
+A finished base run's final variables (params and any other collection, not
+the optimizer state) are read back by every transplant that needs them; see
+`load_variables`.
 """
 
 from __future__ import annotations
@@ -65,13 +66,18 @@ class RunCheckpoints:
     self._manager.close()
 
 
-def load_params(directory: str, step: int, like_params: Any) -> Any:
-  """The params of checkpoint `step` in `directory`, placed like `like_params`.
+def load_variables(directory: str, step: int, like: Any) -> dict:
+  """The Flax variables of checkpoint `step` in `directory`, placed like `like`
+  ({'params': ..., and any other collection of the model}).
 
   The step is explicit: on several processes, "the latest" could differ
   between them while the last save is being finalised.
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
+  item = {'params': like['params']}
+  others = {k: v for k, v in like.items() if k != 'params'}
+  if others:  # train.TrainState.tree(): the other collections in model_state.
+    item['model_state'] = others
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
   # A fresh manager: partial restore fails on the manager that saved.
   if files.is_local(directory):
     directory = os.path.abspath(directory)
@@ -80,7 +86,6 @@ def load_params(directory: str, step: int, like_params: Any) -> Any:
       raise FileNotFoundError(f'No checkpoint of step {step} in {directory}.')
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
-            item={'params': abstract}, partial_restore=True,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(
-                {'params': abstract}))))
-  return restored.state['params']
+            item=abstract, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
+  return {'params': restored.state['params'], **restored.state.get('model_state', {})}

@@ -51,8 +51,15 @@ LOGISTICS = ('data_dir', 'num_workers', 'eval_batch_size', 'checkpoint_every',
              'keep_checkpoints', 'log_every', 'report')
 
 
+# Fields added after workdirs existed, each with the value that computes what
+# those workdirs computed: a snapshot without one is read as having it. Any
+# other field missing from an older snapshot refuses it.
+ADDED_LATER = {'layer_groups': []}
+
+
 def differing_fields(old: dict, new: dict) -> list[str]:
   """Fields of two config snapshots that change results and differ, sorted."""
+  old, new = {**ADDED_LATER, **old}, {**ADDED_LATER, **new}
   compared = (set(old) | set(new)) - set(SELECTS_RUNS) - set(LOGISTICS)
   return [k for k in sorted(compared) if old.get(k) != new.get(k)]
 
@@ -63,7 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.experiment = 'transfer'  # 'transfer' (Figures 2, 3) or 'random_filters'.
   c.dataset = 'imagenet2012'
   c.split = 'm_n'  # 'm_n' (dissimilar halves) or 'random:<seed>'.
-  c.model = 'caffenet'
+  c.model = 'caffenet'  # models.REGISTRY, or your own: 'package.module:factory'.
+  # The model's ordered transferable groups: paths in its params tree ('a/b'),
+  # 'a+b' joins two into one group. Empty: the registry's, else the tree's
+  # top-level keys but the last (the head). The head is never transferred.
+  c.layer_groups = ()
   c.data_dir = config_dict.placeholder(str)  # When set, the only data location.
   c.augment = config_dict.placeholder(bool)  # None: the dataset's default.
   # Host parallelism of the input pipeline: train worker processes (grain) and
@@ -74,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_workers = -1
 
   c.seeds = (0,)
-  c.layers = (1, 2, 3, 4, 5, 6, 7)
+  c.layers = ()  # The n to run; empty: 1..L, every transferable group.
   c.only = ()  # Treatments to run; empty: all of the experiment's.
   c.targets = ('B', 'A')  # Target halves: 'B' gives BnB, AnB; 'A' AnA, BnA.
   # Several grids in one job, workdir and report (configs/default.py runs the
@@ -160,9 +171,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int)
   # Imported here: config files import this module, and should load fast.
   from tfx_jax import datasets, experiments, models, splits  # pylint: disable=g-import-not-at-top
   spec = datasets.dataset_spec(c.dataset)
-  if c.model not in models.PRESETS:
-    raise UserError(f'Unknown model {c.model!r}; known: '
-                    f'{", ".join(sorted(models.PRESETS))}.')
+  groups = models.transferable_groups(c.model, spec.image_shape,
+                                      experiments.names(c.layer_groups))
   for _, split, _ in experiments.parts(c):
     if split != experiments.ALL:
       splits.resolve(split, c.dataset, spec.num_classes)
@@ -176,4 +186,4 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int)
   if not 0 <= c.sweep.shard < c.sweep.num_shards:
     raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
                     f'(sweep.num_shards - 1), got {c.sweep.shard}.')
-  experiments.study(c)
+  experiments.study(c, len(groups))

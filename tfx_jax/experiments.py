@@ -77,10 +77,13 @@ def names(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int],
-         only: Sequence[str] = (), targets: Sequence[str] = ('B', 'A')) -> list[RunSpec]:
+         only: Sequence[str] = (), targets: Sequence[str] = ('B', 'A'),
+         num_groups: int = 7) -> list[RunSpec]:
   """Every run, bases first, then by seed, n, target and treatment.
 
-  Bases needed by a selected transfer are always included.
+  `layers`: the n to run, each in 1..num_groups (the model's transferable
+  groups); empty: all of them. Bases needed by a selected transfer are always
+  included.
   """
   if experiment not in EXPERIMENTS:
     raise UserError(f'Unknown experiment {experiment!r}; known: '
@@ -91,10 +94,12 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
   if bad:
     raise UserError(f'config.only names {bad}, not treatments of the '
                     f'{experiment!r} experiment; choose from {", ".join(allowed)}.')
+  layers = tuple(layers) or tuple(range(1, num_groups + 1))
   bad = [n for n in layers if isinstance(n, bool) or not isinstance(n, int)
-         or not 1 <= n <= 7]
+         or not 1 <= n <= num_groups]
   if bad:
-    raise UserError(f'config.layers has {bad}: n must be 1..7 (conv1..fc7; '
+    groups = '(conv1..fc7; ' if num_groups == 7 else '(the model\'s transferable groups; '
+    raise UserError(f'config.layers has {bad}: n must be 1..{num_groups} {groups}'
                     f'n = 0 is the base network).')
   if not seeds:
     raise UserError('config.seeds is empty; give at least one seed, e.g. (0,).')
@@ -162,13 +167,14 @@ def parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
   return chosen
 
 
-def study(config) -> list[RunSpec]:
+def study(config, num_groups: int = 7) -> list[RunSpec]:
   """Every run of the config's parts: all parts' bases first, then the rest in
-  part order, so transplants of any part find their bases trained."""
+  part order, so transplants of any part find their bases trained.
+  `num_groups`: the model's transferable groups (n = 1..num_groups)."""
   specs = []
   for experiment, split, only in parts(config):
     for spec in grid(experiment, split, config.seeds, config.layers, only,
-                     config.targets):
+                     config.targets, num_groups):
       if spec not in specs:
         specs.append(spec)
   return ([s for s in specs if s.treatment == 'base']

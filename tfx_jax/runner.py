@@ -46,7 +46,9 @@ class Grid:
         self.halves[split, 'A'], self.halves[split, 'B'] = tuple(a), tuple(b)
     self.local_batch = config.batch_size // jax.process_count()
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
-    self.specs = experiments.study(config)
+    self.groups = models.transferable_groups(
+        config.model, self.data.image_shape, experiments.names(config.layer_groups))
+    self.specs = experiments.study(config, len(self.groups))
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
     self._eval_data = {}
@@ -60,7 +62,7 @@ class Grid:
       schedule = optim.make_schedule(c.schedule, c.lr, c.total_steps,
                                      step_size=c.lr_step, gamma=c.lr_gamma,
                                      warmup_steps=c.warmup_steps)
-      labels = surgery.freeze_labels(params, surgery.first_layers(frozen_n))
+      labels = surgery.freeze_labels(params, self.first(frozen_n))
       self._optimizers[frozen_n] = optim.make_optimizer(
           labels, schedule, momentum=c.momentum, weight_decay=c.weight_decay,
           bias_lr_mult=c.bias_lr_mult)
@@ -80,18 +82,22 @@ class Grid:
     key = (model.num_classes, frozen_n)
     if key not in self._steps:
       with self.progress.phase('compile'):
-        step = train.make_train_step(model, optimizer, surgery.first_layers(frozen_n),
+        step = train.make_train_step(model, optimizer, self.first(frozen_n),
                                      self.mesh, self.preprocess)
         self._steps[key] = step.lower(state, self._batch_shapes(False)).compile()
     return self._steps[key]
 
-  def eval_step(self, model, params):
+  def eval_step(self, model, variables):
     if model.num_classes not in self._evals:
       with self.progress.phase('compile'):
         step = train.make_eval_step(model, self.mesh, self.preprocess)
         self._evals[model.num_classes] = step.lower(
-            params, self._batch_shapes(True)).compile()
+            variables, self._batch_shapes(True)).compile()
     return self._evals[model.num_classes]
+
+  def first(self, n: int) -> tuple[str, ...]:
+    """The paths of the model's first n transferable groups."""
+    return surgery.first_layers(n, self.groups)
 
   def eval_data(self, half: tuple[str, str]) -> input_pipeline.EvalData:
     """A half's eval data, built once per grid and re-iterated at every evaluation."""
@@ -123,12 +129,13 @@ class Grid:
         raise preemption.Preempted(base.run_id, 0)
       time.sleep(sweep.poll_seconds)
 
-  def init_params(self, spec: experiments.RunSpec, model):
-    return models.init_params(model, jax.random.PRNGKey(spec.init_seed),
-                              self.data.image_shape)
+  def init_variables(self, spec: experiments.RunSpec, model):
+    return models.init_variables(model, jax.random.PRNGKey(spec.init_seed),
+                                 self.data.image_shape)
 
-  def base_params(self, base: experiments.RunSpec):
-    """A finished base's final params, read once and shared by all transplants."""
+  def base_variables(self, base: experiments.RunSpec):
+    """A finished base's final variables (params and any other collection),
+    read once and shared by all transplants."""
     if base.run_id not in self._bases:
       if not self.finished(base):
         raise RuntimeError(f'Base {base.run_id} is not finished.')
@@ -136,9 +143,9 @@ class Grid:
                             len(self.halves[base.split, base.target]))
       rep = train.replicated(self.mesh)
       like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                          jax.eval_shape(lambda: self.init_params(base, model)))
+                          jax.eval_shape(lambda: self.init_variables(base, model)))
       with self.progress.phase('io'):
-        self._bases[base.run_id] = checkpoints.load_params(
+        self._bases[base.run_id] = checkpoints.load_variables(
             self.workdir.checkpoint_dir(base.run_id), self.config.total_steps, like)
     return self._bases[base.run_id]
 
@@ -151,21 +158,23 @@ class Grid:
     c = self.config
     classes = self.halves[spec.split, spec.target]
     model = models.create(c.model, len(classes))
-    params = self.init_params(spec, model)
-    if spec.copies_base:
-      params = surgery.transplant(params, self.base_params(spec.base),
-                                  surgery.first_layers(spec.n))
+    variables = self.init_variables(spec, model)
+    if spec.copies_base:  # Every collection: BatchNorm statistics too.
+      variables = surgery.transplant_variables(
+          variables, self.base_variables(spec.base), self.first(spec.n))
+    params = variables.pop('params')
     optimizer = self.optimizer(params, spec.frozen_n)
-    state = train.create_state(params, optimizer, spec.init_seed, self.mesh)
+    state = train.create_state(params, optimizer, spec.init_seed, self.mesh,
+                               model_state=variables)
     step_fn = self.train_step(model, optimizer, state, spec.frozen_n)
-    eval_fn = self.eval_step(model, state.params)
+    eval_fn = self.eval_step(model, state.variables)
     data = input_pipeline.train_iterator(
         c.dataset, classes, batch_size=self.local_batch, seed=spec.init_seed,
         data_dir=c.data_dir, augment=c.augment, num_workers=c.num_workers,
         cache_dir=self.label_cache)
 
-    def evaluate(params) -> dict:
-      return train.evaluate(eval_fn, params, self.eval_data((spec.split, spec.target)),
+    def evaluate(variables) -> dict:
+      return train.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),
                             self.local_eval_batch, self.mesh)
 
     try:

@@ -131,6 +131,17 @@ def transplant_variables(target: Mapping, source: Mapping, layers: Iterable[str]
           for name, (dst, src) in flat.items()}
 
 
+def keep_under(new: Mapping, old: Mapping, layers: Iterable[str]) -> dict:
+  """`new` with its leaves under the paths `layers` taken back from `old`: a
+  frozen layer's collections (BatchNorm statistics) stay as they were. Layers
+  that hold no leaf in these trees are ignored."""
+  layers = tuple(layers)
+  if not layers:
+    return _as_dict(new)
+  return traverse_util.unflatten_dict(_copy_under(_flat(new), _flat(old), layers),
+                                      sep='/')
+
+
 def no_weight_decay(path: str) -> bool:
   """The default rule: biases and normalisation scales get no weight decay."""
   return path.rsplit('/', 1)[-1] in ('bias', 'scale')

@@ -34,6 +34,20 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # Raw uint32 key; dropout uses fold_in(rng, step).
+  # The model's other collections (BatchNorm's batch_stats), {} when none.
+  model_state: Any = flax.struct.field(default_factory=dict)
+
+  @property
+  def variables(self) -> dict:
+    """The Flax variables the model is applied to."""
+    return {'params': self.params, **self.model_state}
+
+  def tree(self) -> dict:
+    """The state as checkpointed: its fields, model_state only when not empty
+    (so checkpoints of models without one keep their layout)."""
+    out = {'step': self.step, 'params': self.params, 'opt_state': self.opt_state,
+           'rng': self.rng}
+    return {**out, 'model_state': self.model_state} if self.model_state else out
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -87,15 +101,16 @@ def global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
 
 def create_state(params, optimizer: optax.GradientTransformation, seed: int,
-                 mesh: Mesh) -> TrainState:
-  """A fresh train state around a copy of `params`, replicated over the mesh.
+                 mesh: Mesh, model_state: Mapping | None = None) -> TrainState:
+  """A fresh train state around a copy of `params` (and the model's other
+  collections, `model_state`), replicated over the mesh.
 
   The state owns its buffers: train steps donate them, and `params` (a base
   network shared by many transplants, say) must outlive that.
   """
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=optimizer.init(params),
-                     rng=jax.random.PRNGKey(seed))
+                     rng=jax.random.PRNGKey(seed), model_state=dict(model_state or {}))
   # device_put(may_alias=False) still reuses a one-device array's buffer as the
   # first shard of a multi-device sharding (JAX 0.10); a computation's outputs
   # are always fresh buffers.
@@ -134,8 +149,10 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
   Gradients are taken with respect to the trainable layers only, so XLA never
   builds the backward pass below the cut, and frozen leaves are passed through
-  untouched (bitwise identical). `preprocess` (e.g. `normalizer(...)`) maps the
-  batch's images to the model's input, on the device.
+  untouched (bitwise identical). The model's other collections (BatchNorm's
+  running statistics) are updated by the forward pass in training mode, except
+  under the frozen layers, which keep theirs bitwise. `preprocess` (e.g.
+  `normalizer(...)`) maps the batch's images to the model's input, on the device.
   """
   frozen_layers = tuple(frozen_layers)
   preprocess = preprocess or (lambda images: images)
@@ -143,22 +160,27 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   def step(state: TrainState, batch):
     trainable, frozen = surgery.split_trainable(state.params, frozen_layers)
     dropout_rng = jax.random.fold_in(state.rng, state.step)
+    mutable = list(state.model_state)
 
     def loss_fn(trainable):
-      params = surgery.merge(trainable, frozen)
-      logits = model.apply({'params': params}, preprocess(batch['image']), train=True,
-                           rngs={'dropout': dropout_rng})
+      variables = {'params': surgery.merge(trainable, frozen), **state.model_state}
+      out = model.apply(variables, preprocess(batch['image']), train=True,
+                        rngs={'dropout': dropout_rng}, mutable=mutable or False)
+      logits, updated = out if mutable else (out, {})
       metrics = jax.tree.map(jnp.mean, _metrics(logits, batch['label']))
-      return metrics['loss'], metrics
+      return metrics['loss'], (metrics, updated)
 
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(trainable)
+    grads, (metrics, updated) = jax.grad(loss_fn, has_aux=True)(trainable)
     full_grads = surgery.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
     updates, opt_state = optimizer.update(full_grads, state.opt_state,
                                           state.params)
-    new_trainable = optax.apply_updates(trainable, {k: updates[k] for k in grads})
-    state = state.replace(step=state.step + 1,
+    new_trainable = optax.apply_updates(
+        trainable, surgery.split_trainable(updates, frozen_layers)[0])
+    model_state = {name: surgery.keep_under(tree, state.model_state[name], frozen_layers)
+                   for name, tree in updated.items()}
+    state = state.replace(step=state.step + 1, opt_state=opt_state,
                           params=surgery.merge(new_trainable, frozen),
-                          opt_state=opt_state)
+                          model_state=model_state)
     return state, metrics
 
   rep = replicated(mesh)
@@ -169,11 +191,14 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
 def make_eval_step(model: nn.Module, mesh: Mesh,
                    preprocess: Callable[[jax.Array], jax.Array] | None = None) -> Callable:
-  """Compiled `eval_step(params, batch) -> sums`; batch: image, label, mask."""
+  """Compiled `eval_step(variables, batch) -> sums`; batch: image, label, mask.
+
+  `variables` are the model's Flax variables ({'params': ...} and any other
+  collection: BatchNorm normalises with its running averages)."""
   preprocess = preprocess or (lambda images: images)
 
-  def eval_step(params, batch):
-    logits = model.apply({'params': params}, preprocess(batch['image']), train=False)
+  def eval_step(variables, batch):
+    logits = model.apply(variables, preprocess(batch['image']), train=False)
     mask = batch['mask'].astype(jnp.float32)
     sums = {k: jnp.sum(v * mask) for k, v in _metrics(logits, batch['label']).items()}
     sums['count'] = jnp.sum(mask)
@@ -196,7 +221,7 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.
   return out
 
 
-def evaluate(eval_step: Callable, params, batches: Iterable[Mapping[str, np.ndarray]],
+def evaluate(eval_step: Callable, variables, batches: Iterable[Mapping[str, np.ndarray]],
              batch_size: int, mesh: Mesh) -> dict[str, float]:
   """Mean loss, top-1, top-5 over exactly the examples in `batches`.
 
@@ -204,7 +229,7 @@ def evaluate(eval_step: Callable, params, batches: Iterable[Mapping[str, np.ndar
   """
   totals = None
   for batch in batches:
-    sums = eval_step(params, global_batch(pad_batch(batch, batch_size), mesh))
+    sums = eval_step(variables, global_batch(pad_batch(batch, batch_size), mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     raise ValueError('Evaluation got no examples.')
@@ -222,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
   """Train one run to config.total_steps, resuming from its newest checkpoint.
 
   `data` yields this process's batches and has get_state/set_state;
-  `evaluate(params)` gives count, top1, top5 and loss. Every eval_every steps
+  `evaluate(variables)` gives count, top1, top5 and loss. Every eval_every steps
   the run is evaluated and logged, every checkpoint_every steps (and at the end)
   the state, the data iterator, the evaluations so far and the progress are
   saved together in RUN_DIR/checkpoints. On a preemption notice the current
@@ -233,10 +258,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
   ckpts = checkpoints.RunCheckpoints(os.path.join(run_dir, 'checkpoints'),
                                      keep=c.keep_checkpoints)
   with progress.phase('io'):
-    restored = ckpts.restore_latest(state)
+    restored = ckpts.restore_latest(state.tree())
   history, saved = [], None
   if restored:
-    state, data_state, saved = restored
+    tree, data_state, saved = restored
+    state = TrainState(**tree)
     data.set_state(data_state)
     history = saved['history']
     log(f'  resuming {run_id} from step {int(state.step)}')
@@ -248,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
     with progress.phase('io'):
       if writer:  # The logs are never behind a checkpoint.
         writer.flush()
-      ckpts.save(step, state, data.get_state(), {'history': history, **progress.state()},
+      ckpts.save(step, state.tree(), data.get_state(), {'history': history, **progress.state()},
                  force=force)
 
   try:
@@ -278,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
       if not is_eval:
         continue
       with progress.phase('eval'):
-        ev = evaluate(state.params)
+        ev = evaluate(state.variables)
       history.append({'step': step, **{k: ev[k] for k in ('top1', 'top5', 'loss')}})
       if writer:
         writer.write(step, 'eval', ev)
