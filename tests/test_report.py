@@ -303,3 +303,29 @@ def test_a_base_at_zero_accuracy_has_no_ratio_but_a_report(tmp_path):
   result = report.write_report(str(tmp_path))
   assert verdicts(result)[1] is False  # AnB - base = +0.3: no fall.
   assert 'No AnB runs with a base' in (tmp_path / 'report' / 'generality.md').read_text()
+
+
+def test_any_number_of_groups_scales_the_rules_and_names_the_ticks(tmp_path):
+  groups = ['conv_init+bn_init', *(f'ResNetBlock_{i}' for i in range(8))]
+  def deep(split, treatment, source, target, n, seed):
+    """AnB ~ base up to n = 3, then falls; BnB dips at n = 2-3 only."""
+    if treatment == 'transfer':
+      return BASE - 0.02 * max(n - 3, 0)
+    if treatment == 'selffer':
+      return BASE - (0.04 if n in (2, 3) else 0.0)
+    return paper_like(split, treatment, source, target, n, seed)
+
+  path = write_results(tmp_path, rows(deep, layers=range(1, 10)))
+  with open(os.path.join(path, 'groups.json'), 'w') as f:
+    json.dump({'groups': groups}, f)
+  result = report.write_report(path)
+  rules = {f['id']: f['rule'] for f in result['findings']}
+  assert 'at n = 1-3, is below -tolerance at some n in 4-9' in rules[1]
+  assert 'over n = 4-6' in rules[2] and 'over n = 7-9' in rules[2]
+  # For 9 groups the early layers are 1-3 and the dip is looked for at 4-6.
+  holds = verdicts(result)
+  assert holds[1] is True and holds[2] is False
+  fig = figures.figure2(report.results.read_csv(os.path.join(path, 'results.csv'))[0],
+                        'fashion_mnist', groups)
+  ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+  assert ticks == ['0', *(f'{n} {g}' for n, g in enumerate(groups, 1))]

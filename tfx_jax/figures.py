@@ -27,6 +27,7 @@ STYLE = {  # treatment: (colour, marker, x offset)
     'transfer_ft': ('#f08a8a', 'D', 0.18),
 }
 FIGURE2_TREATMENTS = ('base', 'selffer', 'selffer_ft', 'transfer', 'transfer_ft')
+PRESET_GROUPS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
 _SAVE_RC = {'svg.hashsalt': 'tfx_jax', 'svg.fonttype': 'path'}
 
 
@@ -72,15 +73,23 @@ def _no_runs(ax, text: str) -> None:
           color='grey')
 
 
-def _layer_axis(ax, xlabel: bool = True) -> None:
-  ax.set_xlim(-0.5, 7.5)
-  ax.set_xticks(range(8))
+def _layer_axis(ax, xlabel: bool = True, groups: Sequence[str] | None = None) -> None:
+  """n = 0..L on x; named by the model's groups unless they are conv1..fc7."""
+  groups = tuple(groups or PRESET_GROUPS)
+  ax.set_xlim(-0.5, len(groups) + 0.5)
+  if groups == PRESET_GROUPS:
+    ax.set_xticks(range(len(groups) + 1))
+  else:
+    ax.set_xticks(range(len(groups) + 1), ['0', *(f'{n} {g}' for n, g in
+                                                  enumerate(groups, 1))],
+                  rotation=40, ha='right', fontsize=7)
   ax.grid(alpha=0.3)
   if xlabel:
     ax.set_xlabel('Layer n at which the network is chopped and retrained')
 
 
-def figure2(runs: Sequence[Result], dataset: str | None = None) -> Figure:
+def figure2(runs: Sequence[Result], dataset: str | None = None,
+            groups: Sequence[str] | None = None) -> Figure:
   """Top-1 against n for base, BnB, BnB+, AnB, AnB+ (the paper's Figure 2).
 
   Top: every run as a point, means joined by lines. Bottom: means with the
@@ -100,7 +109,7 @@ def figure2(runs: Sequence[Result], dataset: str | None = None) -> Figure:
                                 comparisons.values_by_n(runs, 'base', family, target=t).get(0, []))}
   base = series['base'].get(0)
   for ax in (top, bottom):
-    _layer_axis(ax, xlabel=ax is bottom)
+    _layer_axis(ax, xlabel=ax is bottom, groups=groups)
     ax.set_ylabel(f'Top-1 accuracy ({METRIC})')
     if base:
       ax.axhline(float(np.mean(base)), color='grey', ls=':', lw=1)
@@ -129,7 +138,8 @@ def figure2(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   return fig
 
 
-def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
+def figure3(runs: Sequence[Result], dataset: str | None = None,
+            groups: Sequence[str] | None = None) -> Figure:
   """The paper's Figure 3: dissimilar tasks and random frozen filters.
 
   Left: the m/n split's AnB and BnA against their bases (the random split's
@@ -140,9 +150,9 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   fig = Figure(figsize=(15, 4.6), layout='constrained')
   left, middle, right = fig.subplots(1, 3)
   for ax in (left, middle):
-    _layer_axis(ax)
+    _layer_axis(ax, groups=groups)
     ax.set_ylabel(f'Top-1 accuracy ({METRIC})')
-  _layer_axis(right)
+  _layer_axis(right, groups=groups)
   right.set_ylabel('Top-1 minus its base (higher is better)')
 
   drew = False
@@ -217,7 +227,7 @@ def figure3(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   return fig
 
 
-def over_time(table: dict, title: str) -> Figure:
+def over_time(table: dict, title: str, num_groups: int = 7) -> Figure:
   """Heatmaps of treatment - base (points) by n and eval step, one per treatment
   of `table` ({treatment: {n: {step: difference}}}); a dot where a curve
   crosses its base for good (over_time.crossing)."""
@@ -234,7 +244,7 @@ def over_time(table: dict, title: str) -> Figure:
     if not by_n:
       _no_runs(ax, f'no {LABELS[treatment]} runs')
       continue
-    grid = np.full((7, len(all_steps)), np.nan)
+    grid = np.full((num_groups, len(all_steps)), np.nan)
     for n, series in by_n.items():
       for j, step in enumerate(all_steps):
         grid[n - 1, j] = 100 * series.get(step, np.nan)
@@ -242,12 +252,12 @@ def over_time(table: dict, title: str) -> Figure:
       if step is not None:
         ax.plot(all_steps.index(step), n, 'o', color='black', ms=4)
     image = ax.imshow(grid, cmap='RdBu', vmin=-limit, vmax=limit, aspect='auto',
-                      origin='lower', extent=(-0.5, len(all_steps) - 0.5, 0.5, 7.5),
+                      origin='lower', extent=(-0.5, len(all_steps) - 0.5, 0.5, num_groups + 0.5),
                       interpolation='nearest')
   ticks = list(range(0, len(all_steps), max(1, len(all_steps) // 8)))
   for ax in axes:
     ax.set_xticks(ticks, [str(all_steps[t]) for t in ticks] if all_steps else [])
-    ax.set_yticks(range(1, 8))
+    ax.set_yticks(range(1, num_groups + 1))
   for ax in axes[2:]:
     ax.set_xlabel('Training step')
   for ax in axes[::2]:

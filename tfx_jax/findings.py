@@ -1,8 +1,10 @@
 """The paper's six findings as rules over paired comparisons (comparisons.py).
 
-Each rule states its threshold in `RULES`, built from the constants below, so
-the text the report prints and the code that decides cannot drift apart. Each
-finding also has one headline difference (`HEADLINES`), computed again on
+Each rule states its threshold in `rules()`, built from the constants below
+and the n ranges of `Depth` (the paper's for 7 transferable layers, the same
+fractions of any other depth), so the text the report prints and the code
+that decides cannot drift apart. Each finding also has one headline
+difference (`headlines()`), computed again on
 every seed's runs alone: its spread over seeds says whether the difference
 exceeds the run-to-run noise (`SPREAD_RULE`).
 """
@@ -25,19 +27,49 @@ from tfx_jax.results import Result
 # errors of the paired mean when several seeds give a spread and that is larger.
 TOLERANCE = 0.01
 N_SE = 2.0
-EARLY_LAYERS = (1, 2)         # finding 1: where AnB should match base
-LATE_LAYERS = (3, 4, 5, 6, 7)  # finding 1: where AnB should fall
-DIP_LAYERS = (3, 4, 5)        # finding 2: BnB's co-adaptation dip
-RECOVERY_LAYERS = (6, 7)      # finding 2: and its recovery
-DROP_LAYERS = (4, 5, 6, 7)    # finding 5: where the m/n drop should be larger
-
 SINGLE_SEED = '(single seed: verdict from means, no spread)'
 _TOL_TEXT = (f'tolerance = max({100 * TOLERANCE:.0f} point, {N_SE:g} standard '
              f'errors of the paired mean; 1 point alone with a single seed)')
 
 
 def _layers(ns: Sequence[int]) -> str:
+  if not ns:
+    return 'none'
   return f'{ns[0]}-{ns[-1]}' if len(ns) > 1 else str(ns[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Depth:
+  """The n ranges the rules compare, for L transferable groups: the paper's
+  for L = 7 (early 1-2, late 3-7, dip 3-5, recovery 6-7, drop 4-7), the same
+  fractions of the depth for any other L."""
+  groups: int = 7
+
+  def _upto(self, sevenths: int) -> int:
+    return int(math.floor(self.groups * sevenths / 7 + 0.5))
+
+  def _range(self, after: int, upto: int) -> tuple[int, ...]:
+    return tuple(range(self._upto(after) + 1, self._upto(upto) + 1))
+
+  @property
+  def early(self) -> tuple[int, ...]:  # finding 1: where AnB should match base
+    return self._range(0, 2)
+
+  @property
+  def late(self) -> tuple[int, ...]:  # finding 1: where AnB should fall
+    return self._range(2, 7)
+
+  @property
+  def dip(self) -> tuple[int, ...]:  # finding 2: BnB's co-adaptation dip
+    return self._range(2, 5)
+
+  @property
+  def recovery(self) -> tuple[int, ...]:  # finding 2: and its recovery
+    return self._range(5, 7)
+
+  @property
+  def drop(self) -> tuple[int, ...]:  # finding 5: where the m/n drop should be larger
+    return self._range(3, 7)
 
 
 CLAIMS = {
@@ -49,37 +81,42 @@ CLAIMS = {
     6: 'Transferred features, even from a distant task, beat random frozen '
        'filters.',
 }
-RULES = {
-    1: (f'AnB - base is not below -tolerance at n = {_layers(EARLY_LAYERS)}, is '
-        f'below -tolerance at some n in {_layers(LATE_LAYERS)}, and the '
+
+
+def rules(d: Depth = Depth()) -> dict[int, str]:
+  """Each finding's rule, in words, for the depth `d`."""
+  return {
+    1: (f'AnB - base is not below -tolerance at n = {_layers(d.early)}, is '
+        f'below -tolerance at some n in {_layers(d.late)}, and the '
         f'least-squares slope of AnB - base over n is negative; {_TOL_TEXT}.'),
-    2: (f'The lowest BnB - base over n = {_layers(DIP_LAYERS)} is below '
-        f'-tolerance, and the highest over n = {_layers(RECOVERY_LAYERS)} is '
+    2: (f'The lowest BnB - base over n = {_layers(d.dip)} is below '
+        f'-tolerance, and the highest over n = {_layers(d.recovery)} is '
         f'above that dip by more than the tolerance of the difference; '
         f'{_TOL_TEXT}.'),
     3: f'|BnB+ - base| <= tolerance at every n present; {_TOL_TEXT}.',
     4: (f'Mean AnB+ - base > 0 at every n present; the evidence also counts '
         f'the n where the gain exceeds {N_SE:g} standard errors.'),
     5: (f'The mean of (m/n AnB - base) - (random-split AnB - base) over the n in '
-        f'{_layers(DROP_LAYERS)} present in both is below -tolerance; AnB pools '
+        f'{_layers(d.drop)} present in both is below -tolerance; AnB pools '
         f'both directions (AnB, BnA); {_TOL_TEXT}.'),
     6: ('Mean transfer AnB - base > mean random frozen - base at every n present '
         'in both, each against its own base (AnB from the m/n split when '
         'present, else the random split; random frozen against the base on all '
         'classes).'),
-}
+  }
 
 
-# The one difference each finding is about, in points; computed on all runs,
-# and again on each seed's runs alone for its spread.
-HEADLINES = {
-    1: f'mean AnB - base over n = {_layers(LATE_LAYERS)}',
-    2: f'BnB - base at the dip (lowest of n = {_layers(DIP_LAYERS)})',
+def headlines(d: Depth = Depth()) -> dict[int, str]:
+  """The one difference each finding is about, in points; computed on all
+  runs, and again on each seed's runs alone for its spread."""
+  return {
+    1: f'mean AnB - base over n = {_layers(d.late)}',
+    2: f'BnB - base at the dip (lowest of n = {_layers(d.dip)})',
     3: 'mean BnB+ - base over n',
     4: 'mean AnB+ - base over n',
-    5: f'(m/n AnB - base) - (random AnB - base), mean over n = {_layers(DROP_LAYERS)}',
+    5: f'(m/n AnB - base) - (random AnB - base), mean over n = {_layers(d.drop)}',
     6: '(AnB - base) - (random frozen - base), mean over n',
-}
+  }
 SPREAD_RULE = ('beyond the seed spread when the headline difference, computed '
                "on each seed's runs alone, differs from 0 in a two-sided "
                'one-sample t-test at the 5% level: |mean| > t(0.975, k-1) sd / '
@@ -129,8 +166,10 @@ class Finding:
   id: int
   holds: bool | None
   evidence: str
-  difference: float | None = None  # HEADLINES[id], over all runs.
+  difference: float | None = None  # The headline difference, over all runs.
   per_seed: tuple[float, ...] = ()  # The same on each seed's runs alone.
+  rule: str = ''  # rules(depth)[id]
+  headline: str = ''  # headlines(depth)[id]
 
   @property
   def sd(self) -> float | None:
@@ -147,17 +186,17 @@ class Finding:
 
   def as_dict(self) -> dict:
     return {'id': self.id, 'claim': CLAIMS[self.id], 'holds': self.holds,
-            'evidence': self.evidence, 'rule': RULES[self.id],
-            'headline': HEADLINES[self.id], 'difference': self.difference,
+            'evidence': self.evidence, 'rule': self.rule,
+            'headline': self.headline, 'difference': self.difference,
             'per_seed': list(self.per_seed), 'sd_over_seeds': self.sd,
             'beyond_seed_spread': self.beyond_spread}
 
 
-def _in_ranges(runs: Sequence[Result], family: str | None, finding: int):
+def _in_ranges(runs: Sequence[Result], family: str | None, finding: int, d: Depth):
   """For finding 1 or 2: `treatment - base` by n, its n in the two ranges the
   rule compares, and why the finding is not testable (None when it is)."""
-  treatment, first, second = {1: ('transfer', EARLY_LAYERS, LATE_LAYERS),
-                              2: ('selffer', DIP_LAYERS, RECOVERY_LAYERS)}[finding]
+  treatment, first, second = {1: ('transfer', d.early, d.late),
+                              2: ('selffer', d.dip, d.recovery)}[finding]
   gaps, untestable = _against_base(runs, family, treatment)
   ns_first = [n for n in first if n in gaps]
   ns_second = [n for n in second if n in gaps]
@@ -176,9 +215,9 @@ def _against_base(runs: Sequence[Result], family: str | None, treatment: str):
   return gaps, f'not testable: {why_missing(runs, family, treatment)}.'
 
 
-def specificity(runs: Sequence[Result], family: str | None) -> Finding:
+def specificity(runs: Sequence[Result], family: str | None, d: Depth = Depth()) -> Finding:
   """Finding 1."""
-  gaps, early, late, untestable = _in_ranges(runs, family, 1)
+  gaps, early, late, untestable = _in_ranges(runs, family, 1, d)
   if untestable:
     return Finding(1, None, untestable)
   spread = len(_seeds(gaps)) > 1
@@ -195,9 +234,9 @@ def specificity(runs: Sequence[Result], family: str | None) -> Finding:
                  _mean_over(gaps, late))
 
 
-def co_adaptation(runs: Sequence[Result], family: str | None) -> Finding:
+def co_adaptation(runs: Sequence[Result], family: str | None, d: Depth = Depth()) -> Finding:
   """Finding 2."""
-  gaps, dip_ns, rec_ns, untestable = _in_ranges(runs, family, 2)
+  gaps, dip_ns, rec_ns, untestable = _in_ranges(runs, family, 2, d)
   if untestable:
     return Finding(2, None, untestable)
   spread = len(_seeds(gaps)) > 1
@@ -252,17 +291,17 @@ def transfer_generalises(runs: Sequence[Result], family: str | None) -> Finding:
       f'by n: {_by_n(gaps)}']), mean)
 
 
-def dissimilar_drop(runs: Sequence[Result]) -> Finding:
+def dissimilar_drop(runs: Sequence[Result], d: Depth = Depth()) -> Finding:
   """Finding 5."""
   m_n, rand = compare(runs, 'transfer', 'm_n'), compare(runs, 'transfer', 'random')
-  common = [n for n in DROP_LAYERS if n in m_n and n in rand]
+  common = [n for n in d.drop if n in m_n and n in rand]
   if not common:
     why = []
     for family, gaps in (('m_n', m_n), ('random', rand)):
       if not gaps:
         why.append(why_missing(runs, family, 'transfer'))
     if not why:
-      why.append(f'no n in {_layers(DROP_LAYERS)} present in both splits '
+      why.append(f'no n in {_layers(d.drop)} present in both splits '
                  f'(m/n n = {sorted(m_n)}, random n = {sorted(rand)})')
     return Finding(5, None, f'not testable: {"; ".join(why)}.')
   spread = len(_seeds(m_n, rand)) > 1
@@ -309,20 +348,23 @@ def beats_random_filters(runs: Sequence[Result]) -> Finding:
                  float(np.mean([transfer[n].mean - frozen[n].mean for n in common])))
 
 
-def _evaluate(runs: Sequence[Result], family: str | None) -> list[Finding]:
-  return [specificity(runs, family), co_adaptation(runs, family),
+def _evaluate(runs: Sequence[Result], family: str | None, d: Depth) -> list[Finding]:
+  return [specificity(runs, family, d), co_adaptation(runs, family, d),
           fine_tuning_repairs(runs, family), transfer_generalises(runs, family),
-          dissimilar_drop(runs), beats_random_filters(runs)]
+          dissimilar_drop(runs, d), beats_random_filters(runs)]
 
 
-def evaluate(runs: Sequence[Result]) -> list[Finding]:
-  """The six findings, ids 1..6, in order, each with its per-seed differences."""
+def evaluate(runs: Sequence[Result], num_groups: int = 7) -> list[Finding]:
+  """The six findings, ids 1..6, in order, each with its per-seed differences;
+  `num_groups`: the model's transferable groups (n = 1..num_groups)."""
+  d = Depth(num_groups)
   family = primary_family(runs)
-  found = _evaluate(runs, family)
+  found = _evaluate(runs, family, d)
   seeds = sorted({r.seed for r in runs})
-  if len(seeds) < 2:
-    return found
-  by_seed = [_evaluate([r for r in runs if r.seed == seed], family) for seed in seeds]
-  return [dataclasses.replace(f, per_seed=tuple(
-      one[i].difference for one in by_seed if one[i].difference is not None))
+  by_seed = ([_evaluate([r for r in runs if r.seed == seed], family, d) for seed in seeds]
+             if len(seeds) > 1 else [])
+  texts, heads = rules(d), headlines(d)
+  return [dataclasses.replace(
+      f, rule=texts[f.id], headline=heads[f.id], per_seed=tuple(
+          one[i].difference for one in by_seed if one[i].difference is not None))
           for i, f in enumerate(found)]

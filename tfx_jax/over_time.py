@@ -80,12 +80,13 @@ def crossing(series: Mapping[int, float]) -> tuple[int | None, str]:
   return (ordered[first] if first else None), side
 
 
-def finding_steps(runs: Sequence[Result], curves: Curves) -> dict[int, tuple]:
+def finding_steps(runs: Sequence[Result], curves: Curves,
+                  num_groups: int = 7) -> dict[int, tuple]:
   """{finding id: (first step it holds, step from which it holds to the end)};
   None for a step when it never does."""
   verdicts = {}
   for step in steps(curves):
-    for f in fnd.evaluate(at_step(runs, curves, step)):
+    for f in fnd.evaluate(at_step(runs, curves, step), num_groups):
       verdicts.setdefault(f.id, []).append((step, f.holds is True))
   out = {}
   for fid, series in verdicts.items():
@@ -108,7 +109,8 @@ def finding_step_text(first: int | None, since: int | None) -> str:
   return text + (', and from then on' if since == first else f', from step {since} on')
 
 
-def markdown(runs: Sequence[Result], curves: Curves, notes: Sequence[str]) -> str:
+def markdown(runs: Sequence[Result], curves: Curves, notes: Sequence[str],
+             num_groups: int = 7) -> str:
   """over_time.md: when each finding holds, and the gap tables by n and step."""
   family = comparisons.primary_family(runs)
   lines = ['# Over training time: each treatment minus its base at every evaluation', '',
@@ -118,7 +120,7 @@ def markdown(runs: Sequence[Result], curves: Curves, notes: Sequence[str]) -> st
            'stays on the side of 0 it ends on. Figure: over_time.png.', '',
            '## When each finding holds', '', '| id | finding | over time |',
            '|---|---|---|']
-  when = finding_steps(runs, curves)
+  when = finding_steps(runs, curves, num_groups)
   lines += [f'| {fid} | {fnd.CLAIMS[fid]} | {finding_step_text(*when[fid])} |'
             for fid in sorted(when)]
   table = gaps(runs, curves, family) if family else {}

@@ -45,6 +45,22 @@ def read_dataset(workdir: str) -> tuple[str | None, list[str]]:
   return (str(dataset) if dataset else None), []
 
 
+def read_groups(workdir: str) -> tuple[str, ...]:
+  """The model's transferable groups (W/groups.json, written by the runner);
+  conv1..fc7 for workdirs without one (the presets')."""
+  path = os.path.join(workdir, results.GROUPS_FILE)
+  if files.exists(path):
+    try:
+      groups = json.loads(files.read_text(path))['groups']
+      if groups and all(isinstance(g, str) for g in groups):
+        return tuple(groups)
+    except (OSError, ValueError, KeyError, TypeError):
+      pass
+    raise errors.UserError(f'{path} is unreadable; delete it and rerun the main '
+                           f'job, which writes it again.')
+  return figures.PRESET_GROUPS
+
+
 # Tables --------------------------------------------------------------------
 
 def _split_list(runs: Sequence[Result], family: str | None) -> str:
@@ -184,8 +200,8 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
     per_seed = ', '.join(comparisons.pct(d) for d in f.per_seed)
     lines += ['', f'## {f.id}. {fnd.CLAIMS[f.id]}', '',
               f'Holds: **{verdict[f.holds]}**', '',
-              f'- Rule: {fnd.RULES[f.id]}', f'- Evidence: {f.evidence}',
-              f'- Headline: {fnd.HEADLINES[f.id]} = {difference}' +
+              f'- Rule: {f.rule}', f'- Evidence: {f.evidence}',
+              f'- Headline: {f.headline} = {difference}' +
               (f'; per seed {per_seed}; sd {sd} points; beyond the seed spread: '
                f'{beyond}' if f.per_seed else '')]
     if f.id in when:
@@ -211,9 +227,10 @@ def write_report(workdir: str) -> dict:
   """
   runs, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
   dataset, config_notes = read_dataset(workdir)
+  groups = read_groups(workdir)
   curves, curve_notes = over_time.read_curves(workdir, runs)
-  found = fnd.evaluate(runs)
-  when = over_time.finding_steps(runs, curves)
+  found = fnd.evaluate(runs, len(groups))
+  when = over_time.finding_steps(runs, curves, len(groups))
   result = {'findings': [{**f.as_dict(), 'first_holds_at_step': when.get(f.id, (None,))[0],
                           'holds_from_step': when.get(f.id, (None, None))[1]}
                          for f in found]}
@@ -225,7 +242,7 @@ def write_report(workdir: str) -> dict:
                                        [*config_notes, *notes], when),
       'table1.md': table1(runs, dataset),
       'generality.md': generality(runs, dataset),
-      'over_time.md': over_time.markdown(runs, curves, curve_notes),
+      'over_time.md': over_time.markdown(runs, curves, curve_notes, len(groups)),
   }
   for name, text in texts.items():
     files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
@@ -233,9 +250,10 @@ def write_report(workdir: str) -> dict:
   table = over_time.gaps(runs, curves, family) if family else {}
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
            f'minus its base over training' if family else 'No transfer runs')
-  for name, fig, formats in (('figure2', figures.figure2(runs, dataset), ('png', 'svg')),
-                             ('figure3', figures.figure3(runs, dataset), ('png',)),
-                             ('over_time', figures.over_time(table, title), ('png',))):
+  for name, fig, formats in (
+      ('figure2', figures.figure2(runs, dataset, groups), ('png', 'svg')),
+      ('figure3', figures.figure3(runs, dataset, groups), ('png',)),
+      ('over_time', figures.over_time(table, title, len(groups)), ('png',))):
     for fmt in formats:
       files.atomic_write(os.path.join(out, f'{name}.{fmt}'), figures.to_bytes(fig, fmt))
   return result

@@ -199,7 +199,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   """
   grid = Grid(config, workdir)
   input_pipeline.check_prepared(config.dataset, config.data_dir)
-  grid.workdir.prepare(config)
+  grid.workdir.prepare(config, grid.groups)
   shards, shard = config.sweep.num_shards, config.sweep.shard
   mine = [i for i in range(len(grid.specs)) if i % shards == shard]
   todo = [i for i in mine if not grid.finished(grid.specs[i])]

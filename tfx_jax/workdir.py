@@ -1,6 +1,7 @@
 """The workdir's layout, local or gs://:
 
   WORKDIR/config.json     the config snapshot; a different config is refused
+  WORKDIR/groups.json     the model's transferable layer groups, in order
   WORKDIR/results.csv     a row per finished run, rebuilt after every run
   WORKDIR/runs/<run_id>/  checkpoints/, metrics.jsonl, tb/, and result.json
                           once the run is finished
@@ -83,8 +84,9 @@ class Workdir:
     files.write_settled(path, render)
     return path
 
-  def prepare(self, config: ml_collections.ConfigDict) -> None:
-    """Create the workdir and snapshot the config; refuse a different config."""
+  def prepare(self, config: ml_collections.ConfigDict, groups: tuple[str, ...] = ()) -> None:
+    """Create the workdir and snapshot the config and the model's transferable
+    groups (for the report); refuse a different config."""
     try:
       files.makedirs(self.path)
       probe = os.path.join(self.path, f'.write-test-{os.getpid()}')
@@ -104,3 +106,6 @@ class Workdir:
             f'{self.path!r} to start over.')
     if self.is_main:
       files.atomic_write_json(path, snapshot)
+      if groups:
+        files.atomic_write_json(os.path.join(self.path, results.GROUPS_FILE),
+                                {'groups': list(groups)})
