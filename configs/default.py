@@ -16,28 +16,13 @@ run to seconds (the tests).
 
 from tfx_jax import config as config_lib
 
-PARTS = {'random': 'transfer/random:{seed}', 'm_n': 'transfer/m_n/base+transfer',
-         'random_filters': 'random_filters/all'}
-
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, seed=0, split='', experiment='', runlocal=False)
-  if args.experiment not in ('', 'transfer', 'random_filters'):
-    raise config_lib.UserError(f'experiment={args.experiment!r}: the default '
-                               'study has transfer and random_filters.')
-  if args.split not in ('', 'random', 'm_n'):
-    raise config_lib.UserError(f'split={args.split!r}: the default study has '
-                               'split=random and split=m_n.')
-  if args.experiment == 'random_filters':
-    chosen = ['random_filters']
-  elif args.split:
-    chosen = [args.split]
-  else:
-    chosen = ['random', 'm_n'] if args.experiment else list(PARTS)
   c = config_lib.base_config()
   config_lib.apply_dataset(c, 'fashion_mnist')
   c.experiment, c.split = '', ''
-  c.parts = tuple(PARTS[name].format(seed=args.seed) for name in chosen)
+  c.parts = config_lib.paper_parts(args.seed, args.split, args.experiment)
   c.targets = ('B',)
   c.model = 'narrow'
   c.batch_size = 64

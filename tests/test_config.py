@@ -60,7 +60,8 @@ def test_bad_config_arguments():
 
 @pytest.mark.parametrize('name, arg', [
     ('m_n_split.py', None), ('random_split.py', 'seed=3'), ('random_filters.py', None),
-    ('default.py', None), ('default.py', 'split=m_n,runlocal'),
+    ('default.py', None), ('default.py', 'split=m_n,runlocal'), ('resnet.py', None),
+    ('resnet.py', 'experiment=random_filters,runlocal'),
     ('m_n_split.py', 'dataset=cifar100,runlocal')])
 def test_shipped_configs_are_valid(name, arg):
   config_lib.validate(load(name, arg), num_devices=4, num_processes=2)

@@ -1,6 +1,7 @@
 """A user's own linen module, defined here (not in tfx_jax): BatchNorm, nested
 submodules, layer groups by path, through the CLI and the train step."""
 
+import json
 import os
 
 import flax.linen as nn
@@ -106,3 +107,18 @@ def test_cli_grid_of_a_users_module_with_groups_by_path(tmp_path):
   b2b_ft, base_b = final('m_n-B2B+-s0', 4), final('m_n-baseB-s0', 4)
   assert not np.array_equal(b2b_ft['params/stem/Conv_0/kernel'],
                             base_b['params/stem/Conv_0/kernel'])
+
+
+def test_resnet_config_runlocal_transfers_the_stem_and_blocks(tmp_path):
+  """configs/resnet.py's runlocal form: nine groups, n named by group."""
+  workdir = str(tmp_path / 'resnet')
+  result = cli('--config=configs/resnet.py:runlocal,split=m_n', '--config.layers=(1,9)',
+               f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert set(results(workdir)) == {'m_n-baseA-s0', 'm_n-baseB-s0', 'm_n-A1B-s0', 'm_n-A9B-s0'}
+  with open(os.path.join(workdir, 'groups.json')) as f:
+    groups = json.load(f)['groups']
+  assert groups == ['conv_init+bn_init', *(f'ResNetBlock_{i}' for i in range(8))]
+  with open(os.path.join(workdir, 'report', 'findings.json')) as f:
+    rules = {f['id']: f['rule'] for f in json.load(f)['findings']}
+  assert 'at n = 1-3, is below' in rules[1]  # The depth of 9 groups.

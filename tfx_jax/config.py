@@ -130,6 +130,28 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
   c.update(DATASET_PRESETS[dataset])
 
 
+# The whole paper on one dataset, as config.parts (configs/default.py).
+PAPER_PARTS = {'random': 'transfer/random:{seed}', 'm_n': 'transfer/m_n/base+transfer',
+               'random_filters': 'random_filters/all'}
+
+
+def paper_parts(seed: int = 0, split: str = '', experiment: str = '') -> tuple[str, ...]:
+  """PAPER_PARTS, all three or those that config arguments select: split=random
+  or split=m_n (one split), experiment=transfer (both), experiment=random_filters."""
+  if experiment not in ('', 'transfer', 'random_filters'):
+    raise UserError(f'experiment={experiment!r}: the study has transfer and '
+                    'random_filters.')
+  if split not in ('', 'random', 'm_n'):
+    raise UserError(f'split={split!r}: the study has split=random and split=m_n.')
+  if experiment == 'random_filters':
+    chosen = ['random_filters']
+  elif split:
+    chosen = [split]
+  else:
+    chosen = ['random', 'm_n'] if experiment else list(PAPER_PARTS)
+  return tuple(PAPER_PARTS[name].format(seed=seed) for name in chosen)
+
+
 def apply_runlocal(c: ml_collections.ConfigDict) -> None:
   c.update(RUNLOCAL)
 
