@@ -9,7 +9,7 @@ from conftest import NUMBERS, ROOT, cli_command, results
 # Long enough that training has settled: in the 24-step runlocal regime, float
 # rounding that differs with the reduction order (any change of topology, even
 # 2 vs 4 devices in one process) grows to several points of top-1.
-SETTLED = ('--config=configs/default.py:runlocal', '--config.layers=(3,)',
+SETTLED = ('--config=configs/default.py:runlocal,split=random', '--config.layers=(3,)',
            '--config.only=(transfer,transfer_ft)', '--config.report=false',
            '--config.total_steps=200', '--config.lr_step=120', '--config.eval_every=50',
            '--config.checkpoint_every=50', '--config.eval_examples=2000',

@@ -87,8 +87,8 @@ SMALL = Preset(
     pool_window=2,
 )
 
-# `small` at half width (3.4x less time per train step on a 2-core CPU): the
-# offline default's net, so its bases converge within `make demo`'s budget
+# `small` at half width: a third of the time per train step on a 2-core CPU;
+# the offline default's net, whose bases train to convergence there
 # (docs/solver/).
 NARROW = dataclasses.replace(
     SMALL,
