@@ -33,7 +33,7 @@ def main() -> None:
   for key in sorted(set(short) & set(long)):
     split, target, seed = key
     by_base[split, target][seed] = (short[key], long[key])
-  lines = ['| base | seeds | best10_top1 (default) | doubled | gain (points) | '
+  lines = ['| base | seeds | best10_top1 | doubled | gain (points) | '
            'per seed | converged |', '|---|---|---|---|---|---|---|']
   out = []
   for (split, target), seeds in sorted(by_base.items()):
