@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import os
 import re
 
@@ -137,3 +138,11 @@ def test_every_field_changes_results_unless_listed():
     assert config_lib.differing_fields(snapshot, changed) == [field]
   for field in listed:
     assert config_lib.differing_fields(snapshot, {**snapshot, field: 'x'}) == []
+
+
+def test_a_snapshot_from_before_layer_groups_reads_as_its_default():
+  snapshot = json.loads(config_lib.base_config().to_json_best_effort())
+  older = {k: v for k, v in snapshot.items() if k != 'layer_groups'}
+  assert config_lib.differing_fields(older, snapshot) == []
+  assert config_lib.differing_fields(older, {**snapshot, 'layer_groups': ['a']}) == [
+      'layer_groups']
