@@ -6,9 +6,10 @@ Three parts, one workdir, one report with all six findings:
 - the dissimilar m/n halves: both bases and AnB (Figure 3, finding 5);
 - random frozen filters on all 10 classes (finding 6).
 The `narrow` net and the paper's solver shape (SGD, momentum, one x0.1 step),
-at the length where the bases converge: 7,680 steps left two of the five
-bases more than 0.5 points below the same base trained twice as long
-(docs/solver/), so twice that.
+at a length where the bases converge: 7,680 steps left two of the five
+bases more than 0.5 points below the same base trained twice as long, so
+twice that; at 15,360 the all-classes base still gains 0.96 points when
+doubled (docs/solver/: open, issue 14).
 
 Arguments select parts: split=random, split=m_n or experiment=random_filters
 runs that part alone (experiment=transfer: both splits); seed=S picks the

@@ -124,3 +124,14 @@ def test_every_finding_reports_its_difference_and_seed_spread(workdir):
     assert len(f['per_seed']) == 3 and f['sd_over_seeds'] is not None
   assert by_id[4]['difference'] == pytest.approx(0.015, abs=1e-9)
   assert by_id[4]['beyond_seed_spread'] is True
+
+
+def test_findings_testable_at_no_step_say_so(tmp_path):
+  path = write_results(tmp_path, rows(paper_like))  # No m/n split, no random filters.
+  write_curves(path, paper_like_after(300))
+  runs, _ = report.results.read_csv(os.path.join(path, 'results.csv'))
+  curves, _ = over_time.read_curves(path, runs)
+  when = over_time.finding_steps(runs, curves)
+  assert set(when) == {1, 2, 3, 4}
+  text = over_time.markdown(runs, curves, [])
+  assert f'| 5 | {findings.CLAIMS[5]} | not testable |' in text

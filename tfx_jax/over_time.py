@@ -83,11 +83,15 @@ def crossing(series: Mapping[int, float]) -> tuple[int | None, str]:
 def finding_steps(runs: Sequence[Result], curves: Curves,
                   num_groups: int = 7) -> dict[int, tuple]:
   """{finding id: (first step it holds, step from which it holds to the end)};
-  None for a step when it never does."""
-  verdicts = {}
+  None for a step when it never does. Findings testable at no step are left
+  out."""
+  verdicts, testable = {}, set()
   for step in steps(curves):
     for f in fnd.evaluate(at_step(runs, curves, step), num_groups):
       verdicts.setdefault(f.id, []).append((step, f.holds is True))
+      if f.holds is not None:
+        testable.add(f.id)
+  verdicts = {fid: series for fid, series in verdicts.items() if fid in testable}
   out = {}
   for fid, series in verdicts.items():
     first = next((s for s, holds in series if holds), None)
@@ -121,8 +125,9 @@ def markdown(runs: Sequence[Result], curves: Curves, notes: Sequence[str],
            '## When each finding holds', '', '| id | finding | over time |',
            '|---|---|---|']
   when = finding_steps(runs, curves, num_groups)
-  lines += [f'| {fid} | {fnd.CLAIMS[fid]} | {finding_step_text(*when[fid])} |'
-            for fid in sorted(when)]
+  lines += [f'| {fid} | {fnd.CLAIMS[fid]} | '
+            f'{finding_step_text(*when[fid]) if fid in when else "not testable"} |'
+            for fid in sorted(fnd.CLAIMS)]
   table = gaps(runs, curves, family) if family else {}
   for treatment, by_n in table.items():
     all_steps = sorted({s for series in by_n.values() for s in series})

@@ -191,7 +191,8 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
       '| id | finding (paper) | holds | difference | sd | beyond spread | over time |',
       '|---|---|---|---|---|---|---|']
   for f in found:
-    over = over_time.finding_step_text(*when[f.id]) if f.id in when else '-'
+    over = (over_time.finding_step_text(*when[f.id]) if f.id in when
+            else 'not testable' if when else '-')
     cells = ' | '.join(_spread_cells(f))
     lines.append(f'| {f.id} | {fnd.CLAIMS[f.id]} | {verdict[f.holds]} | {cells} | '
                  f'{over} |')
