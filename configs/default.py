@@ -20,21 +20,14 @@ from tfx_jax import config as config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, seed=0, split='', experiment='', runlocal=False)
-  c = config_lib.base_config()
-  config_lib.apply_dataset(c, 'fashion_mnist')
-  c.experiment, c.split = '', ''
-  c.parts = config_lib.paper_parts(args.seed, args.split, args.experiment)
-  c.targets = ('B',)
-  c.model = 'narrow'
-  c.batch_size = 64
-  c.lr = 0.01
-  c.total_steps = 15360  # 33 epochs of a 30k-image half (16 of all 60k).
-  c.lr_step = 10240  # One x0.1 step, at 2/3 of the run.
-  c.eval_every = 768  # 20 evaluations: best10_top1 averages the upper half.
-  c.eval_examples = 0  # The whole test half.
-  c.checkpoint_every = 3072
-  c.log_every = 768
-  if args.runlocal:
-    config_lib.apply_runlocal(c)
-  return c
+  return config_lib.paper_study(
+      arg,
+      model='narrow',
+      batch_size=64,
+      lr=0.01,
+      total_steps=15360,  # 33 epochs of a 30k-image half (16 of all 60k).
+      lr_step=10240,  # One x0.1 step, at 2/3 of the run.
+      eval_every=768,  # 20 evaluations: best10_top1 averages the upper half.
+      eval_examples=0,  # The whole test half.
+      checkpoint_every=3072,
+      log_every=768)

@@ -16,21 +16,14 @@ from tfx_jax import config as config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, seed=0, split='', experiment='', runlocal=False)
-  c = config_lib.base_config()
-  config_lib.apply_dataset(c, 'fashion_mnist')
-  c.experiment, c.split = '', ''
-  c.parts = config_lib.paper_parts(args.seed, args.split, args.experiment)
-  c.targets = ('B',)
-  c.model = 'resnet18_w16'
-  c.batch_size = 128
-  c.lr = 0.1
-  c.total_steps = 2340  # 10 epochs of a 30k-image half.
-  c.lr_step = 1560
-  c.eval_every = 117  # 20 evaluations.
-  c.eval_examples = 0
-  c.checkpoint_every = 468
-  c.log_every = 117
-  if args.runlocal:
-    config_lib.apply_runlocal(c)
-  return c
+  return config_lib.paper_study(
+      arg,
+      model='resnet18_w16',
+      batch_size=128,
+      lr=0.1,
+      total_steps=2340,  # 10 epochs of a 30k-image half.
+      lr_step=1560,
+      eval_every=117,  # 20 evaluations.
+      eval_examples=0,
+      checkpoint_every=468,
+      log_every=117)

@@ -152,6 +152,22 @@ def paper_parts(seed: int = 0, split: str = '', experiment: str = '') -> tuple[s
   return tuple(PAPER_PARTS[name].format(seed=seed) for name in chosen)
 
 
+def paper_study(arg: str | None, **fields) -> ml_collections.ConfigDict:
+  """A config file's whole-paper study on Fashion-MNIST (PAPER_PARTS, target
+  B) with `fields` (model, solver) set; its arguments: seed=, split=,
+  experiment= (paper_parts) and runlocal."""
+  args = parse_arg(arg, seed=0, split='', experiment='', runlocal=False)
+  c = base_config()
+  apply_dataset(c, 'fashion_mnist')
+  c.experiment, c.split = '', ''
+  c.parts = paper_parts(args.seed, args.split, args.experiment)
+  c.targets = ('B',)
+  c.update(fields)
+  if args.runlocal:
+    apply_runlocal(c)
+  return c
+
+
 def apply_runlocal(c: ml_collections.ConfigDict) -> None:
   c.update(RUNLOCAL)
 
@@ -187,9 +203,11 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
-def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+def validate(c: ml_collections.ConfigDict, num_devices: int,
+             num_processes: int) -> tuple[str, ...]:
   """Every check of a config, once, before anything runs; UserError on the first
-  problem. `num_devices` and `num_processes`: of the whole job."""
+  problem. `num_devices` and `num_processes`: of the whole job. Returns the
+  model's ordered transferable groups, which the checks need."""
   # Imported here: config files import this module, and should load fast.
   from tfx_jax import datasets, experiments, models, splits  # pylint: disable=g-import-not-at-top
   spec = datasets.dataset_spec(c.dataset)
@@ -209,3 +227,4 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int)
     raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
                     f'(sweep.num_shards - 1), got {c.sweep.shard}.')
   experiments.study(c, len(groups))
+  return groups

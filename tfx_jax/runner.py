@@ -29,7 +29,8 @@ class Grid:
   """One config's runs and what they share: data halves, compiled steps, bases."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    config_lib.validate(config, jax.device_count(), jax.process_count())
+    # The model's ordered transferable groups: n = 1..len(groups).
+    self.groups = config_lib.validate(config, jax.device_count(), jax.process_count())
     self.config, self.workdir = config, Workdir(workdir)
     # A TFDS dataset's label index, when it cannot be cached next to the data:
     # in the workdir, which every host and every later VM finds (gs:// too).
@@ -46,8 +47,6 @@ class Grid:
         self.halves[split, 'A'], self.halves[split, 'B'] = tuple(a), tuple(b)
     self.local_batch = config.batch_size // jax.process_count()
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
-    self.groups = models.transferable_groups(
-        config.model, self.data.image_shape, experiments.names(config.layer_groups))
     self.specs = experiments.study(config, len(self.groups))
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
