@@ -27,7 +27,7 @@ demo: setup
 	$(PY) -m tfx_jax.main --config=configs/default.py
 
 test: setup test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

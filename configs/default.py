@@ -4,16 +4,19 @@ Three parts, one workdir, one report with all six findings:
 - Figure 2's grid on random halves of the 10 classes (split random:<seed>),
   target B: baseA, baseB, BnB, BnB+, AnB, AnB+ for n = 1..7 (findings 1-4);
 - the dissimilar m/n halves: both bases and AnB (Figure 3, finding 5);
-- random frozen filters on all 10 classes (finding 6).
+- random frozen filters trained on half B, against Figure 2's baseB
+  (finding 6; the paper trains them on every class: argument all_classes,
+  README).
 The `narrow` net and the paper's solver shape (SGD, momentum, one x0.1 step),
-at a length where the bases converge: 7,680 steps left two of the five
-bases more than 0.5 points below the same base trained twice as long, so
-twice that; at 15,360 the all-classes base still gains 0.96 points when
-doubled (docs/solver/: open, issue 14).
+at the cheapest length where every base converges (docs/solver/): 7,680
+steps left two of the four bases more than 0.5 points below the same base
+trained twice as long, so twice that.
 
 Arguments select parts: split=random, split=m_n or experiment=random_filters
 runs that part alone (experiment=transfer: both splits); seed=S picks the
-random halves; runlocal shrinks every run to seconds (the tests).
+random halves; all_classes trains the random frozen filters on every class,
+as the paper (its base needs twice the steps); runlocal shrinks every run to
+seconds (the tests).
 """
 
 from tfx_jax import config as config_lib

@@ -2,6 +2,7 @@
 helpers for tests that drive the real CLI, and a local GCS emulator."""
 
 import csv
+import fcntl
 import os
 import socket
 import subprocess
@@ -66,12 +67,21 @@ def results(workdir):
 
 
 @pytest.fixture(scope='session')
-def runlocal_grid(tmp_path_factory):
-  """The whole runlocal grid, uninterrupted: the reference other tests compare to."""
-  workdir = str(tmp_path_factory.mktemp('grid'))
-  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result
+def runlocal_grid(tmp_path_factory, worker_id):
+  """The whole runlocal grid, uninterrupted: the reference other tests compare to.
+
+  Trained once per test session: pytest-xdist's workers share one copy, which
+  the first to need it trains while the others wait on a lock."""
+  root = tmp_path_factory.getbasetemp()
+  root = root if worker_id == 'master' else root.parent
+  workdir, done = root / 'runlocal_grid', root / 'runlocal_grid.stdout'
+  with open(root / 'runlocal_grid.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}')
+      assert result.returncode == 0, result.stderr[-3000:]
+      done.write_text(result.stdout)
+  return str(workdir), subprocess.CompletedProcess((), 0, done.read_text(), '')
 
 
 # A tiny ImageNet in the original tar layout: two natural classes (0, 1) and two

@@ -22,7 +22,7 @@ def corrupt_data_dir(path, how):
   with gzip.open(target) as f:
     raw = f.read()
   raw = b'\x12\x34' + raw[2:] if how == 'magic' else raw[:len(raw) // 2]
-  with gzip.open(target, 'wb') as f:
+  with gzip.open(target, 'wb', compresslevel=1) as f:
     f.write(raw)
 
 

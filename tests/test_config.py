@@ -102,15 +102,22 @@ def test_default_parts_and_their_errors():
   c = load('default.py', 'runlocal')
   assert experiments.parts(c) == [
       ('transfer', 'random:0', ('base', 'selffer', 'selffer_ft', 'transfer', 'transfer_ft')),
-      ('transfer', 'm_n', ('base', 'transfer')), ('random_filters', 'all', ('base', 'random_frozen'))]
+      ('transfer', 'm_n', ('base', 'transfer')),
+      ('random_filters', 'random:0', ('base', 'random_frozen'))]
+  paper = load('default.py', 'runlocal,all_classes')  # As the paper: every class.
+  assert experiments.parts(paper)[2] == ('random_filters', 'all', ('base', 'random_frozen'))
+  assert [s.run_id for s in experiments.study(paper)][:5] == [
+      'random0-baseB-s0', 'random0-baseA-s0', 'm_n-baseB-s0', 'm_n-baseA-s0',
+      'all-baseall-s0']
   c.only = ('selffer',)  # Narrows every part; parts without it drop out.
   assert experiments.parts(c) == [('transfer', 'random:0', ('selffer',))]
   specs = experiments.study(c)
   assert [s.run_id for s in specs[:1]] == ['random0-baseB-s0'] and len(specs) == 8
   c.only = ('random_frozen', 'base')
   ids = [s.run_id for s in experiments.study(c)]
-  assert ids == ['random0-baseB-s0', 'm_n-baseB-s0', 'all-baseall-s0'] + [
-      f'all-random{n}all-s0' for n in range(1, 8)]
+  # Figure 2's baseB is the random filters' base too: one run, listed once.
+  assert ids == ['random0-baseB-s0', 'm_n-baseB-s0'] + [
+      f'random0-random{n}B-s0' for n in range(1, 8)]
   for change, message in (({'split': 'm_n'}, 'config.parts is set'),
                           ({'only': ('dip',)}, "config.only=('dip',) selects no treatment"),
                           ({'parts': ('transfer',)}, "config.parts has 'transfer'"),

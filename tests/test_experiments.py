@@ -55,6 +55,15 @@ def test_random_filters_grid():
              for r in runs[1:])
 
 
+def test_random_filters_on_a_split_train_on_its_targets_with_their_bases():
+  runs = experiments.grid('random_filters', 'random:0', seeds=(0,), layers=(1, 7),
+                          targets=('B',))
+  assert [r.run_id for r in runs] == ['random0-baseB-s0', 'random0-random1B-s0',
+                                      'random0-random7B-s0']
+  with pytest.raises(UserError, match="Split 'all'.*random_filters"):
+    experiments.grid('transfer', 'all', seeds=(0,), layers=LAYERS)
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(layers=(0, 3)), 'n must be 1..7'),
     (dict(layers=(8,)), 'n must be 1..7'),

@@ -267,6 +267,21 @@ def test_random_filters_named_by_the_runners_split_meet_their_base(tmp_path):
   assert found[6] is True
 
 
+def test_random_filters_on_a_half_meet_that_halfs_base(tmp_path):
+  """The offline default's random frozen filters train on the random split's
+  half B: each is paired with baseB, not with baseA nor a mean of both."""
+  table = rows(paper_like, splits=('m_n',), treatments=('transfer',), seeds=(0,))
+  table += [('random:0', 'base', 'A', 'A', 0, 0, 0.95), ('random:0', 'base', 'B', 'B', 0, 0, 0.80)]
+  # 0.5 points below baseB per layer: a smaller drop than the m/n AnB's at n >= 3,
+  # but below baseA (or the mean of the bases) by more than AnB's drop.
+  table += [('random:0', 'random_frozen', '', 'B', n, 0, 0.80 - 0.005 * n) for n in range(1, 8)]
+  result = report.write_report(write_results(tmp_path, table))
+  six = result['findings'][5]
+  assert six['holds'] is False
+  assert 'random frozen on the random split' in six['evidence']
+  assert 'random frozen - base by n: 1: -0.50%, 2: -1.00%' in six['evidence']
+
+
 def test_repeated_rows_and_unknown_splits_are_noted(tmp_path):
   table = rows(paper_like, treatments=('transfer_ft',), layers=(1,), seeds=(0,))
   table += [table[-1], ('weird', 'base', 'A', 'A', 0, 0, 0.5)]

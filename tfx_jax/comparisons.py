@@ -125,6 +125,13 @@ def primary_family(runs: Iterable[Result]) -> str | None:
   return next((f for f in ('random', 'm_n') if f in families), None)
 
 
+def frozen_family(runs: Iterable[Result]) -> str:
+  """The split family of the random frozen filters (finding 6): the paper's
+  all-classes task when it has runs, else the random split, else m/n."""
+  families = {r.family for r in runs if r.treatment == 'random_frozen'}
+  return next((f for f in ('all', 'random', 'm_n') if f in families), 'all')
+
+
 def why_missing(runs: Sequence[Result], family: str | None, treatment: str,
                 against: str = 'base') -> str:
   """Why compare(runs, treatment, family, against) is empty, in words."""

@@ -130,14 +130,20 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
   c.update(DATASET_PRESETS[dataset])
 
 
-# The whole paper on one dataset, as config.parts (configs/default.py).
+# The whole paper on one dataset, as config.parts (configs/default.py). Random
+# frozen filters train on the random split's half B, against the same baseB as
+# Figure 2's grid; the paper trained them on every class (argument all_classes),
+# whose base needs twice the steps of a half's to converge (README, docs/solver).
 PAPER_PARTS = {'random': 'transfer/random:{seed}', 'm_n': 'transfer/m_n/base+transfer',
-               'random_filters': 'random_filters/all'}
+               'random_filters': 'random_filters/random:{seed}'}
+ALL_CLASSES = 'random_filters/all'
 
 
-def paper_parts(seed: int = 0, split: str = '', experiment: str = '') -> tuple[str, ...]:
+def paper_parts(seed: int = 0, split: str = '', experiment: str = '',
+                all_classes: bool = False) -> tuple[str, ...]:
   """PAPER_PARTS, all three or those that config arguments select: split=random
-  or split=m_n (one split), experiment=transfer (both), experiment=random_filters."""
+  or split=m_n (one split), experiment=transfer (both), experiment=random_filters;
+  all_classes: random frozen filters on every class, as the paper."""
   if experiment not in ('', 'transfer', 'random_filters'):
     raise UserError(f'experiment={experiment!r}: the study has transfer and '
                     'random_filters.')
@@ -149,18 +155,20 @@ def paper_parts(seed: int = 0, split: str = '', experiment: str = '') -> tuple[s
     chosen = [split]
   else:
     chosen = ['random', 'm_n'] if experiment else list(PAPER_PARTS)
-  return tuple(PAPER_PARTS[name].format(seed=seed) for name in chosen)
+  return tuple(ALL_CLASSES if name == 'random_filters' and all_classes
+               else PAPER_PARTS[name].format(seed=seed) for name in chosen)
 
 
 def paper_study(arg: str | None, **fields) -> ml_collections.ConfigDict:
   """A config file's whole-paper study on Fashion-MNIST (PAPER_PARTS, target
   B) with `fields` (model, solver) set; its arguments: seed=, split=,
-  experiment= (paper_parts) and runlocal."""
-  args = parse_arg(arg, seed=0, split='', experiment='', runlocal=False)
+  experiment=, all_classes (paper_parts) and runlocal."""
+  args = parse_arg(arg, seed=0, split='', experiment='', all_classes=False,
+                   runlocal=False)
   c = base_config()
   apply_dataset(c, 'fashion_mnist')
   c.experiment, c.split = '', ''
-  c.parts = paper_parts(args.seed, args.split, args.experiment)
+  c.parts = paper_parts(args.seed, args.split, args.experiment, args.all_classes)
   c.targets = ('B',)
   c.update(fields)
   if args.runlocal:

@@ -22,7 +22,7 @@ LABELS = {name: label for name, (_, _, label) in TREATMENTS.items()}
 TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
 EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
                'random_filters': ('base', 'random_frozen')}
-ALL = 'all'  # The half of the random-filters experiment: every class.
+ALL = 'all'  # The paper's task of the random-filters experiment: every class.
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -104,7 +104,10 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
   if not seeds:
     raise UserError('config.seeds is empty; give at least one seed, e.g. (0,).')
   chosen = [t for t in allowed if not only or t in only]
-  if experiment == 'random_filters':
+  if split == ALL:
+    if experiment != 'random_filters':
+      raise UserError(f'Split {ALL!r} (every class) has no halves to transfer '
+                      f'between; use it with experiment random_filters.')
     targets = (ALL,)
   elif not targets or any(t not in ('A', 'B') for t in targets):
     raise UserError(f'config.targets must be a non-empty subset of (B, A), '

@@ -180,28 +180,33 @@ def figure3(runs: Sequence[Result], dataset: str | None = None,
     _no_runs(left, 'no m/n split runs')
   left.set_title('Dissimilar tasks: m/n split', fontsize=10)
 
-  base_all = comparisons.values_by_n(runs, 'base', 'all')
-  frozen = comparisons.values_by_n(runs, 'random_frozen', 'all')
-  if base_all:
-    _points_and_means(middle, base_all, 'base (all classes)', 'white', 's', 0.0)
+  on = comparisons.frozen_family(runs)
+  frozen = comparisons.values_by_n(runs, 'random_frozen', on)
+  targets = {r.target for r in comparisons.select(runs, 'random_frozen', on)}
+  target = targets.pop() if len(targets) == 1 else None
+  where = ('all classes' if on == 'all' else FAMILY_NAMES[on]
+           + (f', target {target}' if target else ''))
+  base = comparisons.values_by_n(runs, 'base', on, target=target)
+  if base:
+    _points_and_means(middle, base, f'base ({where})', 'white', 's', 0.0)
   if frozen:
-    start = (0, float(np.mean(base_all[0]))) if base_all else None
+    start = (0, float(np.mean(base[0]))) if base else None
     _points_and_means(middle, frozen, 'random frozen', '#3b5bdb', 'o', 0.0, start)
   if overlay:
     middle.plot([0, *paper.RANDOM_FROZEN_TOP1],
                 [paper.BASE_ALL, *paper.RANDOM_FROZEN_TOP1.values()], ls='--',
                 marker='o', mfc='none', color='#3b5bdb', lw=1, alpha=0.8,
-                label='paper random frozen')
-  if base_all or frozen:
+                label='paper random frozen (1000 classes)')
+  if base or frozen:
     middle.legend(fontsize=7, loc='lower left')
   else:
-    _no_runs(middle, 'no runs on all classes (random frozen filters)')
-  middle.set_title('Random frozen filters (all classes)', fontsize=10)
+    _no_runs(middle, 'no random frozen filter runs')
+  middle.set_title(f'Random frozen filters ({where})', fontsize=10)
 
   right.axhline(0, color='grey', ls=':', lw=1)
   relative = (('random split: AnB - base', 'transfer', 'random', '#a11d21'),
               ('m/n split: AnB - base', 'transfer', 'm_n', '#2a8c3c'),
-              ('random frozen - base', 'random_frozen', 'all', '#3b5bdb'))
+              ('random frozen - base', 'random_frozen', on, '#3b5bdb'))
   for label, treatment, family, colour in relative:
     gaps = comparisons.compare(runs, treatment, family)
     if gaps:

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from tfx_jax.comparisons import (FAMILY_NAMES, Gap, compare, pct, primary_family,
-                                 unit_means, why_missing)
+from tfx_jax.comparisons import (FAMILY_NAMES, Gap, compare, frozen_family, pct,
+                                 primary_family, unit_means, why_missing)
 from tfx_jax.experiments import LABELS
 from tfx_jax.results import Result
 
@@ -321,14 +321,15 @@ def dissimilar_drop(runs: Sequence[Result], d: Depth = Depth()) -> Finding:
 
 def beats_random_filters(runs: Sequence[Result]) -> Finding:
   """Finding 6."""
-  frozen = compare(runs, 'random_frozen', 'all')
+  frozen_on = frozen_family(runs)
+  frozen = compare(runs, 'random_frozen', frozen_on)
   family = 'm_n' if compare(runs, 'transfer', 'm_n') else 'random'
   transfer = compare(runs, 'transfer', family)
   common = sorted(set(frozen) & set(transfer))
   if not common:
     why = []
     if not frozen:
-      why.append(why_missing(runs, 'all', 'random_frozen'))
+      why.append(why_missing(runs, frozen_on, 'random_frozen'))
     if not transfer:
       why.append(why_missing(runs, 'm_n', 'transfer') + ' or ' +
                  why_missing(runs, 'random', 'transfer'))
@@ -339,9 +340,10 @@ def beats_random_filters(runs: Sequence[Result]) -> Finding:
   wins = [n for n in common if transfer[n].mean > frozen[n].mean]
   margins = ', '.join(f'{n}: {pct(transfer[n].mean - frozen[n].mean)}'
                       for n in common)
-  evidence = (f'[AnB on the {FAMILY_NAMES[family]}] AnB - base above random '
-              f'frozen - base at {len(wins)}/{len(common)} n; AnB minus random '
-              f'frozen (each against its base) by n: {margins}; AnB - base by '
+  evidence = (f'[AnB on the {FAMILY_NAMES[family]}, random frozen on the '
+              f'{FAMILY_NAMES[frozen_on]}] AnB - base above random frozen - base '
+              f'at {len(wins)}/{len(common)} n; AnB minus random frozen (each '
+              f'against its base) by n: {margins}; AnB - base by '
               f'n: {_by_n(transfer)}; random frozen - base by n: '
               f'{_by_n(frozen)}; {_runs_note(transfer, frozen)}.')
   return Finding(6, len(wins) == len(common), evidence,
