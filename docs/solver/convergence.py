@@ -5,6 +5,7 @@ with every step count doubled, by seed and as the mean over seeds.
 
 Prints a markdown table; a base converges when its mean best10_top1 over the
 seeds present in both moves by less than 0.5 points (0.005) when doubled.
+The JSON also holds every run's evaluation curve ([step, top-1]).
 """
 
 import argparse
@@ -18,8 +19,17 @@ THRESHOLD = 0.005
 
 
 def bases(workdir: str) -> dict:
+  """{(split, target, seed): (best10_top1, eval curve)} of the workdir's bases."""
   runs, _ = results.read_csv(os.path.join(workdir, 'results.csv'))
-  return {(r.split, r.target, r.seed): r.best10_top1 for r in runs if r.treatment == 'base'}
+  return {(r.split, r.target, r.seed): (r.best10_top1, curve(workdir, r.run_id))
+          for r in runs if r.treatment == 'base'}
+
+
+def curve(workdir: str, run_id: str) -> list:
+  path = os.path.join(workdir, 'runs', run_id, 'metrics.jsonl')
+  with open(path) as f:
+    lines = [json.loads(line) for line in f]
+  return [[m['step'], m['top1']] for m in lines if m.get('kind') == 'eval']
 
 
 def main() -> None:
@@ -32,7 +42,7 @@ def main() -> None:
   by_base = defaultdict(dict)
   for key in sorted(set(short) & set(long)):
     split, target, seed = key
-    by_base[split, target][seed] = (short[key], long[key])
+    by_base[split, target][seed] = (short[key][0], long[key][0])
   lines = ['| base | seeds | best10_top1 | doubled | gain (points) | '
            'per seed | converged |', '|---|---|---|---|---|---|---|']
   out = []
@@ -45,7 +55,10 @@ def main() -> None:
                  f'{mean_short:.4f} | {mean_long:.4f} | {100 * gain:+.2f} | '
                  f'{per_seed} | {"yes" if gain < THRESHOLD else "no"} |')
     out.append({'split': split, 'target': target,
-                'seeds': {str(k): {'default': s, 'doubled': l} for k, (s, l) in seeds.items()},
+                'seeds': {str(k): {'default': s, 'doubled': l,
+                                   'curve_default': short[split, target, k][1],
+                                   'curve_doubled': long[split, target, k][1]}
+                          for k, (s, l) in seeds.items()},
                 'mean_default': mean_short, 'mean_doubled': mean_long, 'gain': gain,
                 'converged': gain < THRESHOLD})
   print('\n'.join(lines))
