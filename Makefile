@@ -24,7 +24,7 @@ test-deps:
 	@command -v shellcheck >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq shellcheck; }
 
 demo: setup
-	$(PY) -m tfx_jax.main --config=configs/default.py
+	$(PY) -m tfx_jax.main --config=configs/default.py --local_shards=0
 
 test: setup test-deps
 	$(PY) -m pytest -q -n auto --dist worksteal

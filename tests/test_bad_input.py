@@ -55,6 +55,15 @@ CASES = {
     'workdir of another config': ([f'--config={RUNLOCAL}', '--config.lr=0.5'],
                                   ['holds runs of a different config', 'differs in lr',
                                    'Use a new --workdir']),
+    # Checked before the shards start: one message, not one a shard.
+    'workdir of another config, local shards': (
+        [f'--config={RUNLOCAL}', '--config.lr=0.5', '--local_shards=2'],
+        ['holds runs of a different config', 'differs in lr']),
+    'more local shards than CPUs': ([f'--config={RUNLOCAL}', '--local_shards=999'],
+                                    ['--local_shards=999 needs as many CPUs', 'pass at most']),
+    'local shards of a sweep shard': ([f'--config={RUNLOCAL}', '--local_shards=2',
+                                       '--config.sweep.num_shards=2'],
+                                      ["--local_shards runs the sweep's shards itself"]),
 }
 
 
@@ -74,7 +83,7 @@ def test_bad_input_is_one_clear_message(case, tmp_path, corrupt_dirs):
   (tmp_path / 'file').write_text('a file, not a directory')
   for name in ('magic', 'size'):
     os.symlink(f'{corrupt_dirs}/{name}', f'{tmp}/{name}')
-  if case == 'workdir of another config':
+  if case.startswith('workdir of another config'):
     os.makedirs(workdir)
     result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(1,)',
                  '--config.only=(base,)', '--config.report=false')
@@ -93,7 +102,7 @@ def test_bad_input_is_one_clear_message(case, tmp_path, corrupt_dirs):
   # Nothing half-written: no temp files, no results, no new finished runs.
   assert not glob.glob(f'{tmp}/**/*.tmp', recursive=True)
   after = sorted(glob.glob(f'{workdir}/**', recursive=True))
-  if case == 'workdir of another config':
+  if case.startswith('workdir of another config'):
     assert after == before
     with open(f'{workdir}/config.json') as f:
       assert json.load(f)['lr'] != 0.5

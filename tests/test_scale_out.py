@@ -5,6 +5,7 @@ import socket
 import subprocess
 
 from conftest import NUMBERS, ROOT, cli_command, results
+from tfx_jax import local_shards
 
 # Long enough that training has settled: in the 24-step runlocal regime, float
 # rounding that differs with the reduction order (any change of topology, even
@@ -55,21 +56,26 @@ def test_two_processes_match_one_process(tmp_path):
 
 def test_concurrent_sweep_shards_equal_one_process(runlocal_grid, tmp_path):
   args = ('--config=configs/m_n_split.py:dataset=fashion_mnist,runlocal',
-          '--config.layers=(2,4)', '--config.sweep.num_shards=2', '--config.sweep.poll_seconds=0.2')
+          '--config.layers=(2,4)', '--config.sweep.poll_seconds=0.2')
   # Shard 1 alone trains baseA, then waits in vain for baseB (shard 0's).
-  alone = launch((*args, '--config.sweep.shard=1', '--config.sweep.wait_minutes=0.02'),
-                 tmp_path / 'w', 4, tmp_path / 'alone.log')
+  alone = launch((*args, '--config.sweep.num_shards=2', '--config.sweep.shard=1',
+                  '--config.sweep.wait_minutes=0.02'), tmp_path / 'w', 4, tmp_path / 'alone.log')
   assert alone.wait(timeout=300) == 2
   log = (tmp_path / 'alone.log').read_text()
   assert 'waiting for base m_n-baseB-s0 (sweep shard 0)' in log
   assert ('error: Waited 0.02 minutes for base m_n-baseB-s0, which sweep shard 0 trains; '
           'start that shard') in log
   assert os.path.exists(tmp_path / 'w' / 'runs' / 'm_n-baseA-s0' / 'result.json')
-  # Both shards together finish the grid, with the numbers of one process.
-  shards = [launch((*args, f'--config.sweep.shard={i}'), tmp_path / 'w', 4,
-                   tmp_path / f'shard{i}.log') for i in range(2)]
-  for i, proc in enumerate(shards):
-    assert proc.wait(timeout=300) == 0, (tmp_path / f'shard{i}.log').read_text()[-3000:]
+  # Both shards together finish the grid, with the numbers of one process: as
+  # --local_shards runs them, one process each, pinned to half the CPUs.
+  both = launch((*args, '--local_shards=2'), tmp_path / 'w', 4, tmp_path / 'both.log')
+  assert both.wait(timeout=300) == 0, (tmp_path / 'both.log').read_text()[-3000:]
+  log = (tmp_path / 'both.log').read_text()
+  groups = local_shards.cpu_groups(sorted(os.sched_getaffinity(0)), 2)
+  for i, cpus in enumerate(groups):  # Shard 1 has finished baseA, shard 0 nothing.
+    assert (f'(sweep shard {i} of 2: 5 runs), pinned to CPUs '
+            f'{local_shards.cpu_list(cpus)}, {i} finished') in log, log[-3000:]
+  assert 'All 2 sweep shards done in' in log and log.count('Report: ') == 1
   rows, reference = results(tmp_path / 'w'), results(runlocal_grid[0])
   assert len(rows) == 10
   for run_id, row in rows.items():

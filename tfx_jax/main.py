@@ -10,7 +10,9 @@ from absl import flags, logging
 import jax
 from ml_collections import config_flags
 
-from tfx_jax import errors, malloc, preemption, report, runner
+from tfx_jax import errors, input_pipeline, local_shards, malloc, preemption, report, runner
+from tfx_jax import config as config_lib
+from tfx_jax.workdir import Workdir
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
                                 'file.py:key=value,flag', lock_config=True)
@@ -26,6 +28,10 @@ flags.DEFINE_string('compilation_cache', '~/.cache/tfx_jax/xla', 'Persistent XLA
 flags.DEFINE_bool('tune_malloc', True, 'glibc malloc: one arena, no mmap, no '
                   'trimming (tfx_jax/malloc.py); XLA CPU steps run about 25% faster. '
                   'Applied only when the JAX backend is the CPU.')
+flags.DEFINE_integer('local_shards', 1, 'Run the sweep as this many processes on '
+                     'this machine, each pinned to its share of the CPUs (CPU '
+                     'backend; small nets train faster so); 0: one per CPU that '
+                     'memory allows, or 1 on GPUs and TPUs.')
 flags.DEFINE_bool('verbose', False, 'Show library logs, and Python tracebacks '
                   'for input errors.')
 flags.mark_flags_as_required(['config'])
@@ -56,10 +62,34 @@ def main(argv):
   config_name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
-  complete = runner.run(config, workdir)
+  shards = local_shard_count(config)
+  if shards > 1:
+    # Checked here first, so a bad config or workdir is one message, not n.
+    groups = config_lib.validate(config, jax.device_count(), jax.process_count())
+    input_pipeline.check_prepared(config.dataset, config.data_dir)
+    Workdir(workdir).prepare(config, groups)
+    local_shards.run(sys.argv[1:], shards)
+    complete = True
+  else:
+    complete = runner.run(config, workdir)
   if complete and config.report and jax.process_index() == 0:
     report.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
+
+
+def local_shard_count(config) -> int:
+  """--local_shards resolved: 0 is one per CPU (CPU backend) or 1."""
+  requested = FLAGS.local_shards
+  if requested == 1 or (requested == 0 and not malloc.backend_is_cpu()):
+    return 1
+  if not malloc.backend_is_cpu():
+    raise errors.UserError(f'--local_shards={requested} is for the CPU backend; on '
+                           f'GPUs and TPUs one process uses every device: drop it.')
+  if jax.process_count() > 1 or config.sweep.num_shards > 1:
+    raise errors.UserError('--local_shards runs the sweep\'s shards itself; drop it, '
+                           'or drop --multihost and --config.sweep.')
+  return local_shards.count(requested, local_shards.allowed_cpus(),
+                            local_shards.available_memory())
 
 
 def run():

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from tfx_jax import (checkpoints, experiments, input_pipeline, models, optim,
-                     preemption, progress, splits, surgery, train)
+from tfx_jax import (checkpoints, experiments, input_pipeline, local_shards, models,
+                     optim, preemption, progress, splits, surgery, train)
 from tfx_jax import config as config_lib
 from tfx_jax.errors import UserError
 from tfx_jax.results import Result
@@ -204,7 +204,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   todo = [i for i in mine if not grid.finished(grid.specs[i])]
   grid.progress.start_grid(len(todo) * config.total_steps)
   part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
-  grid.log(f'{len(grid.specs)} runs in {workdir}{part}, {len(mine) - len(todo)} '
+  grid.log(f'{len(grid.specs)} runs in {workdir}{part}{local_shards.pinning()}, '
+           f'{len(mine) - len(todo)} '
            f'finished; {jax.device_count()} devices, global batch '
            f'{config.batch_size}, {config.total_steps} steps each.')
   try:

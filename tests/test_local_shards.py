@@ -1,0 +1,116 @@
+"""--local_shards: how processes, CPUs and memory are counted and split, and the
+launcher's pinning, failure and SIGTERM handling, with stand-in shards (the
+real CLI's local shards are in test_scale_out)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from tfx_jax import local_shards
+from tfx_jax.errors import UserError
+
+GB = 1 << 30
+
+
+def test_cpus_are_split_into_contiguous_groups_of_near_equal_size():
+  assert local_shards.cpu_groups([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
+  assert local_shards.cpu_groups([2, 3, 6, 7], 4) == [[2], [3], [6], [7]]
+  assert local_shards.cpu_groups([0, 1, 2, 3, 4, 5, 6], 3) == [[0, 1, 2], [3, 4], [5, 6]]
+
+
+def test_cpu_lists_read_as_taskset_writes_them():
+  assert local_shards.cpu_list([6, 0, 1, 2, 3]) == '0-3,6'
+  assert local_shards.cpu_list([1]) == '1'
+  assert local_shards.cpu_list([0, 2, 4, 5]) == '0,2,4-5'
+
+
+def test_zero_is_one_process_per_cpu_that_memory_allows():
+  cpus = list(range(8))
+  assert local_shards.count(0, cpus, 3 * GB + GB // 2) == 3
+  assert local_shards.count(0, cpus, 64 * GB) == 8
+  assert local_shards.count(0, cpus, None) == 8  # Memory unknown: the CPUs decide.
+  assert local_shards.count(0, cpus, GB // 2) == 1
+  assert local_shards.count(5, cpus, GB // 2) == 5  # Asked for: as asked.
+  with pytest.raises(UserError, match='--local_shards=9 needs as many CPUs.*at most 8'):
+    local_shards.count(9, cpus, None)
+  with pytest.raises(UserError, match='must be 0'):
+    local_shards.count(-1, cpus, None)
+
+
+# A stand-in for the main job as shard K: writes its CPUs, records SIGTERM (then
+# exits 143 as a preempted job does), and behaves as MODE says for its shard.
+SHARD = r'''
+import os, signal, sys, time
+out, k, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def term(*_):
+  open(f'{out}/{k}.term', 'w').close()
+  sys.exit(143)
+signal.signal(signal.SIGTERM, term)
+with open(f'{out}/{k}.tmp', 'w') as f:
+  f.write(','.join(map(str, sorted(os.sched_getaffinity(0)))))
+os.rename(f'{out}/{k}.tmp', f'{out}/{k}.cpus')
+if mode == 'fail1' and k == 1:
+  print('error: shard 1 is broken', file=sys.stderr)
+  sys.exit(2)
+if mode != 'ok':
+  time.sleep(60)
+'''
+
+DRIVER = r'''
+import sys
+from tfx_jax import local_shards
+out, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+local_shards.shard_command = lambda argv, n, k: [sys.executable, '-c', {shard!r}, out, str(k), mode]
+local_shards.run([], n)
+'''.format(shard=SHARD)
+
+
+def start(tmp_path, mode, n=2):
+  return subprocess.Popen([sys.executable, '-c', DRIVER, str(tmp_path), mode, str(n)],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_files(paths, timeout=60):
+  deadline = time.time() + timeout
+  while not all(os.path.exists(p) for p in paths):
+    assert time.time() < deadline, f'none of {paths} appeared'
+    time.sleep(0.1)
+
+
+def test_each_shard_runs_pinned_to_its_own_cpus(tmp_path):
+  cpus = sorted(os.sched_getaffinity(0))
+  assert len(cpus) >= 2, 'this test needs 2 CPUs'
+  proc = start(tmp_path, 'ok')
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0, err
+  groups = local_shards.cpu_groups(cpus, 2)
+  for k in range(2):
+    assert (tmp_path / f'{k}.cpus').read_text() == ','.join(map(str, groups[k]))
+  assert f'shard 0 on CPUs {local_shards.cpu_list(groups[0])}' in out
+  assert 'All 2 sweep shards done in' in out
+  assert os.sched_getaffinity(0) == set(cpus)  # The launcher's own mask is untouched.
+
+
+def test_a_failing_shard_stops_the_others_and_sets_the_exit_code(tmp_path):
+  proc = start(tmp_path, 'fail1')
+  out, err = proc.communicate(timeout=30)  # Not the healthy shard's 60 s.
+  assert proc.returncode == 2, err
+  assert (tmp_path / '0.term').exists()  # The healthy shard was told to stop.
+  assert 'error: shard 1 is broken' in err
+  assert 'Sweep shard 1 of 2 failed (exit code 2' in err
+  assert 'All 2' not in out
+
+
+def test_sigterm_reaches_every_shard_and_the_job_exits_as_preempted(tmp_path):
+  proc = start(tmp_path, 'wait')
+  wait_for_files([tmp_path / '0.cpus', tmp_path / '1.cpus'])
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=30)
+  assert proc.returncode == 143, err
+  assert (tmp_path / '0.term').exists() and (tmp_path / '1.term').exists()
+  assert 'every shard saved a checkpoint; run the same command again' in err
