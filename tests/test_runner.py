@@ -3,7 +3,7 @@
 import importlib.util
 import os
 
-from tfx_jax import input_pipeline, results, runner
+from tfx_jax import experiments, input_pipeline, results, runner
 
 CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'configs')
 
@@ -33,3 +33,18 @@ def test_eval_data_is_built_once_per_half_for_the_whole_grid(tmp_path, monkeypat
   assert sorted(r.run_id for r in runs) == ['m_n-A1B-s0', 'm_n-B1A-s0', 'm_n-baseA-s0',
                                             'm_n-baseB-s0']
   assert len(built) == 2 and len(set(built)) == 2
+
+
+def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():
+  assert [runner.shard_of(i, 2) for i in range(8)] == [0, 1, 1, 0, 0, 1, 1, 0]
+  assert [runner.shard_of(i, 3) for i in range(7)] == [0, 1, 2, 2, 1, 0, 0]
+  spec = importlib.util.spec_from_file_location('default', os.path.join(CONFIGS, 'default.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  specs = experiments.study(module.get_config(), 7)
+  shards = [runner.shard_of(i, 2) for i in range(len(specs))]
+  # Training every layer costs up to twice a frozen run: each shard gets half
+  # of them. A plain round robin gave shard 1 all 14 fine-tuned runs.
+  trained = [shards[i] for i, s in enumerate(specs) if s.treatment.endswith('_ft')]
+  assert sorted(trained) == [0] * 7 + [1] * 7
+  assert sorted(shards) == [0] * 23 + [1] * 23

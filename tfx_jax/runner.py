@@ -114,7 +114,7 @@ class Grid:
   def wait_for(self, base: experiments.RunSpec, index: int) -> None:
     """Poll until another shard has finished `base`; a clear error on timeout."""
     sweep = self.config.sweep
-    owner = self.specs.index(base) % sweep.num_shards
+    owner = shard_of(self.specs.index(base), sweep.num_shards)
     deadline = time.time() + sweep.wait_minutes * 60
     self.log(f'[{index + 1}/{len(self.specs)}] waiting for base {base.run_id} '
              f'(sweep shard {owner}) to finish...')
@@ -191,6 +191,14 @@ class Grid:
     return self.workdir.write_results([spec.run_id for spec in self.specs])
 
 
+def shard_of(index: int, num_shards: int) -> int:
+  """The sweep shard of the grid's index-th run: 0, 1, .., n-1, n-1, .., 0, 0, 1, ..
+  Runs come in pairs (frozen, fine-tuned) of unequal cost, which a plain
+  round robin over 2 shards would give all to one shard each."""
+  k = index % (2 * num_shards)
+  return k if k < num_shards else 2 * num_shards - 1 - k
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   """Run (or resume) this sweep shard's runs of `config` in `workdir`.
 
@@ -200,7 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   input_pipeline.check_prepared(config.dataset, config.data_dir)
   grid.workdir.prepare(config, grid.groups)
   shards, shard = config.sweep.num_shards, config.sweep.shard
-  mine = [i for i in range(len(grid.specs)) if i % shards == shard]
+  mine = [i for i in range(len(grid.specs)) if shard_of(i, shards) == shard]
   todo = [i for i in mine if not grid.finished(grid.specs[i])]
   grid.progress.start_grid(len(todo) * config.total_steps)
   part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
