@@ -87,10 +87,11 @@ def pinning() -> str:
 
 def shard_command(argv: Sequence[str], n: int, k: int) -> list[str]:
   """The main job as sweep shard k of n, without a report (absl: the last
-  occurrence of a flag wins, so these override the user's)."""
+  occurrence of a flag wins, so these override the user's). A base another
+  shard trains is looked for every second: on a local disk that is cheap."""
   return [sys.executable, '-m', 'tfx_jax.main', *argv, '--local_shards=1',
           f'--config.sweep.num_shards={n}', f'--config.sweep.shard={k}',
-          '--config.report=False']
+          '--config.sweep.poll_seconds=1', '--config.report=False']
 
 
 def run(argv: Sequence[str], n: int) -> None:
