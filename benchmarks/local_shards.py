@@ -6,9 +6,9 @@
 
 The grid is `configs/default.py:split=random` cut to n = 3 (baseA, baseB and
 BnB, BnB+, AnB, AnB+: 6 runs of the offline default's `narrow` net at batch
-64), or with --bases_only its two bases, --steps each. Each job starts from an empty workdir and a compilation
-cache that a first, untimed round of each has filled; rounds alternate the
-two, and a row is the median over rounds of the job's wall time, start-up,
+64), or with --bases_only its two bases, --steps each. Each job starts from
+an empty workdir and a compilation cache that a first, untimed round of each
+has filled; rounds alternate the two, and a row is the median over rounds of the job's wall time, start-up,
 compilation, training, evaluation and report included. Run it on a quiet
 machine.
 """

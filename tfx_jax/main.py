@@ -10,9 +10,7 @@ from absl import flags, logging
 import jax
 from ml_collections import config_flags
 
-from tfx_jax import errors, input_pipeline, local_shards, malloc, preemption, report, runner
-from tfx_jax import config as config_lib
-from tfx_jax.workdir import Workdir
+from tfx_jax import errors, local_shards, malloc, preemption, report, runner
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
                                 'file.py:key=value,flag', lock_config=True)
@@ -64,10 +62,7 @@ def main(argv):
   logging.info('JAX devices: %s', jax.devices())
   shards = local_shard_count(config)
   if shards > 1:
-    # Checked here first, so a bad config or workdir is one message, not n.
-    groups = config_lib.validate(config, jax.device_count(), jax.process_count())
-    input_pipeline.check_prepared(config.dataset, config.data_dir)
-    Workdir(workdir).prepare(config, groups)
+    runner.prepare(config, workdir)  # Here first: one message, not one a shard.
     local_shards.run(sys.argv[1:], shards)
     complete = True
   else:

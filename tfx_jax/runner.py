@@ -28,9 +28,9 @@ from tfx_jax.workdir import Workdir
 class Grid:
   """One config's runs and what they share: data halves, compiled steps, bases."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    # The model's ordered transferable groups: n = 1..len(groups).
-    self.groups = config_lib.validate(config, jax.device_count(), jax.process_count())
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               groups: tuple[str, ...]):
+    self.groups = groups  # The model's transferable groups: n = 1..len(groups).
     self.config, self.workdir = config, Workdir(workdir)
     # A TFDS dataset's label index, when it cannot be cached next to the data:
     # in the workdir, which every host and every later VM finds (gs:// too).
@@ -191,6 +191,16 @@ class Grid:
     return self.workdir.write_results([spec.run_id for spec in self.specs])
 
 
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
+  """What a job checks before it trains (the config, the data, the workdir's
+  config), one clear error each; creates the workdir and returns the model's
+  transferable groups."""
+  groups = config_lib.validate(config, jax.device_count(), jax.process_count())
+  input_pipeline.check_prepared(config.dataset, config.data_dir)
+  Workdir(workdir).prepare(config, groups)
+  return groups
+
+
 def shard_of(index: int, num_shards: int) -> int:
   """The sweep shard of the grid's index-th run: 0, 1, .., n-1, n-1, .., 0, 0, 1, ..
   Runs come in pairs (frozen, fine-tuned) of unequal cost, which a plain
@@ -204,9 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
 
   Returns whether the whole grid is finished (every shard's runs).
   """
-  grid = Grid(config, workdir)
-  input_pipeline.check_prepared(config.dataset, config.data_dir)
-  grid.workdir.prepare(config, grid.groups)
+  grid = Grid(config, workdir, prepare(config, workdir))
   shards, shard = config.sweep.num_shards, config.sweep.shard
   mine = [i for i in range(len(grid.specs)) if shard_of(i, shards) == shard]
   todo = [i for i in mine if not grid.finished(grid.specs[i])]
