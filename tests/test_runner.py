@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import shutil
 
 from tfx_jax import experiments, input_pipeline, results, runner
 
@@ -48,3 +49,24 @@ def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():
   trained = [shards[i] for i, s in enumerate(specs) if s.treatment.endswith('_ft')]
   assert sorted(trained) == [0] * 7 + [1] * 7
   assert sorted(shards) == [0] * 23 + [1] * 23
+
+
+def test_a_copy_without_checkpoints_trains_again_only_the_bases_it_needs(tmp_path, capsys):
+  # A published workdir (docs/fashion_mnist/publish.sh) keeps results, not
+  # checkpoints: resuming it must retrain a base an unfinished run copies from.
+  config = runlocal_config()
+  reference, copy = str(tmp_path / 'ref'), str(tmp_path / 'copy')
+  assert runner.run(config, reference)
+  shutil.copytree(reference, copy, ignore=shutil.ignore_patterns('checkpoints', 'tb'))
+  shutil.rmtree(os.path.join(copy, 'runs', 'm_n-A1B-s0'))
+  capsys.readouterr()
+  assert runner.run(config, copy)
+  log = capsys.readouterr().out
+  assert 'm_n-baseA-s0] finished, but its final checkpoint is missing' in log
+  assert 'm_n-baseB-s0] finished' not in log
+  runs_dir = os.path.join(copy, 'runs')
+  assert os.path.isdir(os.path.join(runs_dir, 'm_n-baseA-s0', 'checkpoints'))
+  assert not os.path.exists(os.path.join(runs_dir, 'm_n-baseB-s0', 'checkpoints'))
+  want, got = (results.read_csv(os.path.join(w, 'results.csv'))[0] for w in (reference, copy))
+  numbers = lambda r: (r.run_id, r.top1, r.top5, r.best10_top1, r.steps)
+  assert [numbers(r) for r in got] == [numbers(r) for r in want]

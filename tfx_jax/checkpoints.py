@@ -66,6 +66,17 @@ class RunCheckpoints:
     self._manager.close()
 
 
+def has_step(directory: str, step: int) -> bool:
+  """Whether `directory` holds a finalised checkpoint of `step`."""
+  if not files.exists(directory):
+    return False
+  if files.is_local(directory):
+    directory = os.path.abspath(directory)
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, read_only=True)) as manager:
+    return step in manager.all_steps()
+
+
 def load_variables(directory: str, step: int, like: Any) -> dict:
   """The Flax variables of checkpoint `step` in `directory`, placed like `like`
   ({'params': ..., and any other collection of the model}).

@@ -118,7 +118,7 @@ class Grid:
     deadline = time.time() + sweep.wait_minutes * 60
     self.log(f'[{index + 1}/{len(self.specs)}] waiting for base {base.run_id} '
              f'(sweep shard {owner}) to finish...')
-    while not self.finished(base):
+    while not self.base_ready(base):
       if time.time() > deadline:
         raise UserError(
             f'Waited {sweep.wait_minutes} minutes for base {base.run_id}, which '
@@ -127,6 +127,19 @@ class Grid:
       if self.preemption.reached():
         raise preemption.Preempted(base.run_id, 0)
       time.sleep(sweep.poll_seconds)
+
+  def base_ready(self, base: experiments.RunSpec) -> bool:
+    """Whether `base` is finished and has its final checkpoint to transplant from."""
+    return base.run_id in self._bases or (
+        self.finished(base)
+        and self.workdir.has_checkpoint(base.run_id, self.config.total_steps))
+
+  def lost_bases(self) -> set[str]:
+    """Finished bases without their final checkpoint (a workdir copied without
+    checkpoints) that an unfinished run transplants from: they are trained
+    again, as they were."""
+    needed = {s.base for s in self.specs if s.base and not self.finished(s)}
+    return {b.run_id for b in needed if self.finished(b) and not self.base_ready(b)}
 
   def init_variables(self, spec: experiments.RunSpec, model):
     return models.init_variables(model, jax.random.PRNGKey(spec.init_seed),
@@ -217,7 +230,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   grid = Grid(config, workdir, prepare(config, workdir))
   shards, shard = config.sweep.num_shards, config.sweep.shard
   mine = [i for i in range(len(grid.specs)) if shard_of(i, shards) == shard]
-  todo = [i for i in mine if not grid.finished(grid.specs[i])]
+  lost = grid.lost_bases()
+  todo = [i for i in mine
+          if not grid.finished(grid.specs[i]) or grid.specs[i].run_id in lost]
   grid.progress.start_grid(len(todo) * config.total_steps)
   part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
   grid.log(f'{len(grid.specs)} runs in {workdir}{part}{local_shards.pinning()}, '
@@ -227,7 +242,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   try:
     for index in todo:
       spec = grid.specs[index]
-      if spec.base and not grid.finished(spec.base):
+      if spec.run_id in lost:
+        grid.log(f'[{index + 1}/{len(grid.specs)} {spec.run_id}] finished, but its '
+                 f'final checkpoint is missing and unfinished runs transplant from '
+                 f'it: training it again.')
+      if spec.base and not grid.base_ready(spec.base):
         grid.wait_for(spec.base, index)
       grid.run_one(index, spec)
       grid.write_results()

@@ -19,7 +19,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from tfx_jax import config as config_lib
-from tfx_jax import files, results
+from tfx_jax import checkpoints, files, results
 from tfx_jax.errors import UserError
 
 
@@ -44,12 +44,16 @@ class Workdir:
     """Whether the run has its result.json; process 0 decides for all."""
     if run_id in self._finished:
       return True
-    done = files.exists(self._result_path(run_id))
-    if jax.process_count() > 1:
-      done = bool(multihost_utils.broadcast_one_to_all(np.array(done)))
+    done = _agreed(files.exists(self._result_path(run_id)))
     if done:
       self._finished.add(run_id)
     return done
+
+  def has_checkpoint(self, run_id: str, step: int) -> bool:
+    """Whether the run's checkpoint of `step` is there (a workdir copied
+    without checkpoints, as docs/fashion_mnist, holds results alone); process
+    0 decides for all."""
+    return _agreed(checkpoints.has_step(self.checkpoint_dir(run_id), step))
 
   def save_result(self, result: results.Result) -> None:
     """Marks the run finished: its result.json, written whole by process 0."""
@@ -109,3 +113,10 @@ class Workdir:
       if groups:
         files.atomic_write_json(os.path.join(self.path, results.GROUPS_FILE),
                                 {'groups': list(groups)})
+
+
+def _agreed(flag: bool) -> bool:
+  """Process 0's `flag`, on every process."""
+  if jax.process_count() > 1:
+    flag = bool(multihost_utils.broadcast_one_to_all(np.array(flag)))
+  return flag

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Copies a study's workdir into docs/fashion_mnist/ as a workdir without
+# checkpoints: config.json, groups.json, results.csv, report/, and each
+# finished run's result.json and metrics.jsonl (unfinished runs are left out).
+# The copy resumes (docs/fashion_mnist/README.md) and re-reports:
+#   python -m tfx_jax.report --workdir=docs/fashion_mnist
+# Usage: docs/fashion_mnist/publish.sh WORKDIR
+set -euo pipefail
+
+src=${1:?usage: docs/fashion_mnist/publish.sh WORKDIR}
+dst=$(dirname "$0")
+[[ -f $src/config.json ]] || { echo "error: $src has no config.json; give the study's --workdir." >&2; exit 2; }
+
+n=0
+for result in "$src"/runs/*/result.json; do
+  [[ -f $result ]] || continue
+  run=$(basename "$(dirname "$result")")
+  mkdir -p "$dst/runs/$run"
+  cp "$src/runs/$run/metrics.jsonl" "$src/runs/$run/result.json" "$dst/runs/$run/"
+  n=$((n + 1))
+done
+cp "$src/config.json" "$src/groups.json" "$dst/"
+[[ -f $src/results.csv ]] && cp "$src/results.csv" "$dst/"
+if [[ -d $src/report ]]; then
+  rm -rf "$dst/report"
+  cp -r "$src/report" "$dst/report"
+fi
+echo "Published $n finished runs of $src into $dst."
