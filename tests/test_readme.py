@@ -26,3 +26,12 @@ def test_python_example_runs():
 def test_documented_config_files_exist():
   for path in set(re.findall(r'configs/\w+\.py', readme())):
     assert os.path.exists(os.path.join(ROOT, path)), path
+
+
+def test_linked_files_exist():
+  # Links and images into the repository (figures, docs), not web addresses.
+  targets = set(re.findall(r'\]\(([^)#\s]+)', readme()))
+  local = [t for t in targets if not re.match(r'[a-z]+://', t)]
+  assert 'docs/fashion_mnist/report/over_time.png' in local
+  missing = [t for t in local if not os.path.exists(os.path.join(ROOT, t))]
+  assert not missing, missing
