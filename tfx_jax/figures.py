@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
 from tfx_jax import comparisons
@@ -256,10 +257,12 @@ def over_time(table: dict, title: str, num_groups: int = 7) -> Figure:
       step, _ = ot.crossing(series)
       if step is not None:
         ax.plot(all_steps.index(step), n, 'o', color='black', ms=4)
-    image = ax.imshow(grid, cmap='RdBu', vmin=-limit, vmax=limit, aspect='auto',
+    # Symmetric log colours: a 1-point gap stays visible beside a 40-point one.
+    norm = SymLogNorm(linthresh=1.0, vmin=-limit, vmax=limit)
+    image = ax.imshow(grid, cmap='RdBu', norm=norm, aspect='auto',
                       origin='lower', extent=(-0.5, len(all_steps) - 0.5, 0.5, num_groups + 0.5),
                       interpolation='nearest')
-  ticks = list(range(0, len(all_steps), max(1, len(all_steps) // 8)))
+  ticks = list(range(0, len(all_steps), max(1, -(-len(all_steps) // 5))))
   for ax in axes:
     ax.set_xticks(ticks, [str(all_steps[t]) for t in ticks] if all_steps else [])
     ax.set_yticks(range(1, num_groups + 1))
@@ -268,8 +271,10 @@ def over_time(table: dict, title: str, num_groups: int = 7) -> Figure:
   for ax in axes[::2]:
     ax.set_ylabel('Layer n')
   if image is not None:
-    fig.colorbar(image, ax=axes.tolist(), label='Top-1 minus base (points); '
-                 'dot: crosses its base for good')
+    levels = [t for t in (-30, -10, -3, -1, 0, 1, 3, 10, 30) if abs(t) <= limit]
+    bar = fig.colorbar(image, ax=axes.tolist(), ticks=levels, label=(
+        'Top-1 minus base (points, log scale beyond 1); dot: crosses its base for good'))
+    bar.ax.set_yticklabels([f'{t:+d}' if t else '0' for t in levels])
   fig.suptitle(title)
   return fig
 
