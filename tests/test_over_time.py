@@ -104,7 +104,7 @@ def test_runs_without_metrics_are_noted_and_left_out(tmp_path):
   runs, _ = report.results.read_csv(os.path.join(path, 'results.csv'))
   curves, notes = over_time.read_curves(path, runs)
   assert curves == {} and over_time.finding_steps(runs, curves) == {}
-  text = over_time.markdown(runs, curves, notes)
+  text = over_time.markdown({}, {}, None, notes)
   assert f'no eval metrics for {len(table)} runs (left out): r0, r1' in text
 
 
@@ -133,5 +133,5 @@ def test_findings_testable_at_no_step_say_so(tmp_path):
   curves, _ = over_time.read_curves(path, runs)
   when = over_time.finding_steps(runs, curves)
   assert set(when) == {1, 2, 3, 4}
-  text = over_time.markdown(runs, curves, [])
+  text = over_time.markdown(when, {}, None, [])
   assert f'| 5 | {findings.CLAIMS[5]} | not testable |' in text

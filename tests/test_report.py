@@ -340,6 +340,12 @@ def test_any_number_of_groups_scales_the_rules_and_names_the_ticks(tmp_path):
   # For 9 groups the early layers are 1-3 and the dip is looked for at 4-6.
   holds = verdicts(result)
   assert holds[1] is True and holds[2] is False
+  # Table 1's rows: all layers, then the paper's top 5 and top 3 of 7 scaled to 9.
+  rows_ = [line for line in (tmp_path / 'report' / 'table1.md').read_text().splitlines()
+           if line.startswith('| n = ')]
+  assert [r.split(' | ')[0] for r in rows_] == [
+      '| n = 1-9 (paper: 1-7)', '| n = 4-9 (paper: 3-7)', '| n = 6-9 (paper: 5-7)']
+  assert not any('only n' in r or 'n/a' in r for r in rows_)
   fig = figures.figure2(report.results.read_csv(os.path.join(path, 'results.csv'))[0],
                         'fashion_mnist', groups)
   ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]

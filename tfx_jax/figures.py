@@ -28,7 +28,7 @@ STYLE = {  # treatment: (colour, marker, x offset)
     'transfer_ft': ('#f08a8a', 'D', 0.18),
 }
 FIGURE2_TREATMENTS = ('base', 'selffer', 'selffer_ft', 'transfer', 'transfer_ft')
-PRESET_GROUPS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
+PRESET_GROUPS = paper.LAYER_NAMES[:7]  # The presets' transferable groups.
 _SAVE_RC = {'svg.hashsalt': 'tfx_jax', 'svg.fonttype': 'path'}
 
 

@@ -20,10 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tfx_jax import resnet
+from tfx_jax import paper_reference, resnet
 from tfx_jax.errors import UserError
 
-LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+LAYERS = paper_reference.LAYER_NAMES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,10 +113,10 @@ def finding_step_text(first: int | None, since: int | None) -> str:
   return text + (', and from then on' if since == first else f', from step {since} on')
 
 
-def markdown(runs: Sequence[Result], curves: Curves, notes: Sequence[str],
-             num_groups: int = 7) -> str:
-  """over_time.md: when each finding holds, and the gap tables by n and step."""
-  family = comparisons.primary_family(runs)
+def markdown(when: Mapping[int, tuple], table: Mapping, family: str | None,
+             notes: Sequence[str]) -> str:
+  """over_time.md: when each finding holds (`finding_steps`), and the gap tables
+  by n and step (`gaps` in split family `family`)."""
   lines = ['# Over training time: each treatment minus its base at every evaluation', '',
            'Each run\'s top-1 at an evaluation step stands in for its best10_top1; '
            'differences are in points, paired as in the findings and averaged '
@@ -124,11 +124,9 @@ def markdown(runs: Sequence[Result], curves: Curves, notes: Sequence[str],
            'stays on the side of 0 it ends on. Figure: over_time.png.', '',
            '## When each finding holds', '', '| id | finding | over time |',
            '|---|---|---|']
-  when = finding_steps(runs, curves, num_groups)
   lines += [f'| {fid} | {fnd.CLAIMS[fid]} | '
             f'{finding_step_text(*when[fid]) if fid in when else "not testable"} |'
             for fid in sorted(fnd.CLAIMS)]
-  table = gaps(runs, curves, family) if family else {}
   for treatment, by_n in table.items():
     all_steps = sorted({s for series in by_n.values() for s in series})
     lines += ['', f'## {LABELS[treatment]} - base ({FAMILY_NAMES[family]})', '',

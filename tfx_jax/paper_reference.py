@@ -13,6 +13,8 @@ SOURCE = ('Yosinski, Clune, Bengio, Lipson, "How transferable are features in '
 DATASETS = ('imagenet2012',)
 
 LAYERS = (1, 2, 3, 4, 5, 6, 7)
+# The paper's network, bottom to top; n = 1..7 name the first seven.
+LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 
 # Base networks on a 500-class half (8 nets), and the 1000-class network.
 BASE_HALF = 0.625

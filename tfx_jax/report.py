@@ -82,7 +82,18 @@ def _range_gain(gaps: dict[int, comparisons.Gap], lo: int, hi: int) -> str:
   return text
 
 
-def table1(runs: Sequence[Result], dataset: str | None = None) -> str:
+def table1_ranges(num_groups: int) -> list[tuple[int, int, tuple[int, int]]]:
+  """(lo, hi, the paper's range) for each row of Table 1: the paper's ranges of
+  n (all 7 layers, the top 5, the top 3), scaled to `num_groups` layers."""
+  rows = []
+  for lo, hi in paper.TABLE1_RANGES:
+    ours = 1 + round((lo - 1) * (num_groups - 1) / (hi - 1))
+    rows.append((ours, num_groups, (lo, hi)))
+  return rows
+
+
+def table1(runs: Sequence[Result], dataset: str | None = None,
+           num_groups: int = 7) -> str:
   """Markdown: the gain of AnB+ over base and over BnB+, ours beside the paper's."""
   family = comparisons.primary_family(runs)
   over_base = comparisons.compare(runs, 'transfer_ft', family) if family else {}
@@ -102,12 +113,17 @@ def table1(runs: Sequence[Result], dataset: str | None = None) -> str:
       'over BnB+: paper |',
       '|---|---|---|---|---|',
   ]
-  for lo, hi in paper.TABLE1_RANGES:
+  for lo, hi, theirs in table1_ranges(num_groups):
+    label = f'n = {lo}-{hi}' + ('' if (lo, hi) == theirs else
+                                f' (paper: {theirs[0]}-{theirs[1]})')
     lines.append(
-        f'| n = {lo}-{hi} | {_range_gain(over_base, lo, hi)} | '
-        f'{100 * paper.TABLE1_GAIN_OVER_BASE[(lo, hi)]:+.1f}% | '
+        f'| {label} | {_range_gain(over_base, lo, hi)} | '
+        f'{100 * paper.TABLE1_GAIN_OVER_BASE[theirs]:+.1f}% | '
         f'{_range_gain(over_selffer, lo, hi)} | '
-        f'{100 * paper.TABLE1_GAIN_OVER_SELFFER_FT[(lo, hi)]:+.1f}% |')
+        f'{100 * paper.TABLE1_GAIN_OVER_SELFFER_FT[theirs]:+.1f}% |')
+  if num_groups != 7:
+    lines += ['', f'The paper\'s ranges of n (all 7 layers, the top 5, the top 3) '
+              f'are scaled to this network\'s {num_groups} layers.']
   for gaps, against in ((over_base, 'base'), (over_selffer, 'selffer_ft')):
     if not gaps:
       why = comparisons.why_missing(runs, family, 'transfer_ft', against)
@@ -232,6 +248,8 @@ def write_report(workdir: str) -> dict:
   curves, curve_notes = over_time.read_curves(workdir, runs)
   found = fnd.evaluate(runs, len(groups))
   when = over_time.finding_steps(runs, curves, len(groups))
+  family = comparisons.primary_family(runs)
+  table = over_time.gaps(runs, curves, family) if family else {}
   result = {'findings': [{**f.as_dict(), 'first_holds_at_step': when.get(f.id, (None,))[0],
                           'holds_from_step': when.get(f.id, (None, None))[1]}
                          for f in found]}
@@ -241,14 +259,12 @@ def write_report(workdir: str) -> dict:
       'findings.json': json.dumps(result, indent=2) + '\n',
       'findings.md': findings_markdown(found, runs, dataset,
                                        [*config_notes, *notes], when),
-      'table1.md': table1(runs, dataset),
+      'table1.md': table1(runs, dataset, len(groups)),
       'generality.md': generality(runs, dataset),
-      'over_time.md': over_time.markdown(runs, curves, curve_notes, len(groups)),
+      'over_time.md': over_time.markdown(when, table, family, curve_notes),
   }
   for name, text in texts.items():
     files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
-  family = comparisons.primary_family(runs)
-  table = over_time.gaps(runs, curves, family) if family else {}
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
            f'minus its base over training' if family else 'No transfer runs')
   for name, fig, formats in (
