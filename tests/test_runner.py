@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import shutil
 
 from tfx_jax import experiments, input_pipeline, results, runner
@@ -63,6 +64,9 @@ def test_a_copy_without_checkpoints_trains_again_only_the_bases_it_needs(tmp_pat
   assert runner.run(config, copy)
   log = capsys.readouterr().out
   assert 'm_n-baseA-s0] finished, but its final checkpoint is missing' in log
+  start = re.search(r'(\d+) runs in .*?, (\d+) finished \(1 to train again', log)
+  total, done = map(int, start.groups())
+  assert done == total - 1  # only the deleted run is unfinished
   assert 'm_n-baseB-s0] finished' not in log
   runs_dir = os.path.join(copy, 'runs')
   assert os.path.isdir(os.path.join(runs_dir, 'm_n-baseA-s0', 'checkpoints'))
