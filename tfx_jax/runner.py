@@ -235,8 +235,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
           if not grid.finished(grid.specs[i]) or grid.specs[i].run_id in lost]
   grid.progress.start_grid(len(todo) * config.total_steps)
   part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
-  done = sum(grid.finished(grid.specs[i]) for i in mine)
-  again = sum(grid.specs[i].run_id in lost for i in mine)
+  again = sum(grid.specs[i].run_id in lost for i in mine)  # finished, yet in todo
+  done = len(mine) - len(todo) + again
   grid.log(f'{len(grid.specs)} runs in {workdir}{part}{local_shards.pinning()}, '
            f'{done} finished'
            + (f' ({again} to train again: checkpoint missing)' if again else '')
