@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from tfx_jax import malloc
+from tfx_jax.training import malloc
 
 # (H = W, input channels, output channels) of conv1..conv5 at 28x28x1.
 LAYERS = ((28, 1, 32), (14, 32, 64), (7, 64, 96), (7, 96, 96), (7, 96, 64))
@@ -38,12 +38,13 @@ def _median_ms(fn, steps: int, warmup: int = 3) -> float:
   return sorted(times)[len(times) // 2]
 
 
-def _jax_worker(steps: int) -> list[dict]:
+def _jax_worker(repeats: int) -> list[dict]:
   import jax
   import numpy as np
-  from tfx_jax import train
 
-  options = train.compiler_options(train.make_mesh(jax.devices()[:1]))
+  from tfx_jax.training import steps
+
+  options = steps.compiler_options(steps.make_mesh(jax.devices()[:1]))
   pad = ((1, 1), (1, 1))
   conv = lambda x, w: jax.lax.conv_general_dilated(
       x, w, (1, 1), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -63,7 +64,7 @@ def _jax_worker(steps: int) -> list[dict]:
     for name, fn in fns.items():
       compiled = jax.jit(fn, compiler_options=options)
       row[f'jax_{name}_ms'] = round(_median_ms(
-          lambda: jax.block_until_ready(compiled(*args)), steps), 2)
+          lambda: jax.block_until_ready(compiled(*args)), repeats), 2)
     rows.append(row)
   return rows
 

@@ -18,7 +18,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from tfx_jax import input_pipeline
+from tfx_jax.data import input_pipeline
 
 _BATCHES = flags.DEFINE_integer('batches', 200, 'Batches timed per configuration.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Batch size.')
@@ -90,7 +90,8 @@ def main(_):
   print('|---|---|' + '---|' * len(_WORKERS.value))
   for label, name, augment in configs:
     for read_label, read_options in reads.items():
-      rates = [throughput(name, range(5), augment, int(w), read_options, data_dir)
+      rates = [throughput(name, range(5), augment, int(w), read_options,
+                          None if name == 'fashion_mnist' else data_dir)
                for w in _WORKERS.value]
       print(f'| {label} | {read_label} | {" | ".join(f"{r:,.0f}" for r in rates)} |',
             flush=True)

@@ -68,7 +68,7 @@ def main() -> None:
                  'speedup': base / statistics.median(t)} for name, t in times.items()}
   runs = 2 if args.bases_only else 6
   print(f'\n{runs} runs x {args.steps} steps, {os.cpu_count()} CPUs, median of {args.rounds} rounds\n')
-  print(f'| job | wall (s) | speed-up |\n|---|---|---|')
+  print('| job | wall (s) | speed-up |\n|---|---|---|')
   for name, row in rows.items():
     print(f'| {name} | {row["median_s"]:.1f} | {row["speedup"]:.2f}x |')
   if args.json:

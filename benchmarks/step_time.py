@@ -5,7 +5,7 @@
 For full training and with the first 1, 3, 5, 7 layers frozen, each framework
 runs in its own process (same thread count, same allocator setting), alternating
 for --rounds rounds; a row is the median of all timed steps after warm-up.
-JAX runs `train.make_train_step` exactly as the runner does (AOT-compiled, state
+JAX runs `steps.make_train_step` exactly as the runner does (AOT-compiled, state
 donated, tfx_jax's XLA options) and reports compile seconds; a second JAX
 process, the baseline, runs the same step with XLA's default options. PyTorch
 runs channels-first and channels-last and keeps the faster. PyTorch is the
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from tfx_jax import malloc
+from tfx_jax.training import malloc
 
 WORKERS = ('jax', 'jax_xla_default', 'torch')
 CONFIGS = {'full': 0, 'frozen1': 1, 'frozen3': 3, 'frozen5': 5, 'frozen7': 7}
@@ -36,36 +36,38 @@ def _image_shape(text: str) -> tuple[int, int, int]:
 def _jax_worker(args) -> dict:
   import jax
   import numpy as np
-  from tfx_jax import models, optim, surgery, train
+
+  from tfx_jax.models import optim, registry, surgery
+  from tfx_jax.training import steps
 
   shape = _image_shape(args.image_shape)
   if args.worker == 'jax_xla_default':  # The baseline: XLA's default options.
-    train.compiler_options = lambda mesh: None
-  model = models.create('small', args.num_classes)
-  params = models.init_params(model, jax.random.PRNGKey(0), shape)
-  mesh = train.make_mesh()
+    steps.compiler_options = lambda mesh: None
+  model = registry.create('small', args.num_classes)
+  params = registry.init_params(model, jax.random.PRNGKey(0), shape)
+  mesh = steps.make_mesh()
   rng = np.random.default_rng(0)
-  batch = train.global_batch({
+  batch = steps.global_batch({
       'image': rng.normal(size=(args.batch_size, *shape)).astype(np.float32),
       'label': rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
   }, mesh)
-  steps, compile_s = {}, {}
+  compiled, compile_s = {}, {}
   for config, n in CONFIGS.items():
     frozen = surgery.first_layers(n)
     optimizer = optim.make_optimizer(surgery.freeze_labels(params, frozen),
                                      optim.make_schedule('constant', 0.01, 1000))
-    state = train.create_state(params, optimizer, seed=0, mesh=mesh)
+    state = steps.create_state(params, optimizer, seed=0, mesh=mesh)
     start = time.perf_counter()
-    step = train.make_train_step(model, optimizer, frozen, mesh).lower(
+    step = steps.make_train_step(model, optimizer, frozen, mesh).lower(
         state, batch).compile()
     compile_s[config] = time.perf_counter() - start
-    steps[config] = [step, state]
+    compiled[config] = [step, state]
 
   def run(config):
-    step, state = steps[config]
+    step, state = compiled[config]
     state, _ = step(state, batch)
     jax.block_until_ready(state)
-    steps[config][1] = state
+    compiled[config][1] = state
 
   return {'ms': _time_configs(run, args), 'compile_s': compile_s,
           'threads': os.cpu_count(), 'version': jax.__version__,

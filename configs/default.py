@@ -6,7 +6,7 @@ Three parts, one workdir, one report with all six findings:
 - the dissimilar m/n halves: both bases and AnB (Figure 3, finding 5);
 - random frozen filters trained on half B, against Figure 2's baseB
   (finding 6; the paper trains them on every class: argument all_classes,
-  README).
+  docs/paper.md).
 The `narrow` net and the paper's solver shape (SGD, momentum, one x0.1 step),
 at the cheapest length where every base converges (docs/solver/): 7,680
 steps left two of the four bases more than 0.5 points below the same base

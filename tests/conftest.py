@@ -38,10 +38,11 @@ EMULATOR_ENV = {
 os.environ.update(EMULATOR_ENV)
 BUCKET = 'tfx'
 
-import gcs_emulator  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
-from tfx_jax import malloc  # pylint: disable=wrong-import-position
+from tfx_jax.training import malloc  # pylint: disable=wrong-import-position
+
+import gcs_emulator  # pylint: disable=wrong-import-position
 
 malloc.tune()  # As the CLI does: the in-process train steps run faster.
 
@@ -92,7 +93,7 @@ IMAGENET_CLASSES = (0, 1, 400, 401)
 @pytest.fixture(scope='session')
 def imagenet_manual_dir(tmp_path_factory):
   """(manual_dir, truth): 6 train and 2 validation images per class."""
-  from tfx_jax import synthetic_imagenet  # pylint: disable=import-outside-toplevel
+  from tfx_jax.data import synthetic_imagenet  # pylint: disable=import-outside-toplevel
   path = str(tmp_path_factory.mktemp('manual'))
   truth = synthetic_imagenet.write_manual_dir(path, IMAGENET_CLASSES, 6, 2)
   return path, truth
@@ -101,7 +102,7 @@ def imagenet_manual_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def prepared_imagenet(imagenet_manual_dir):
   """data_dir of the tiny ImageNet prepared in 5-image shards by 2 processes."""
-  from tfx_jax import prepare  # pylint: disable=import-outside-toplevel
+  from tfx_jax.data import prepare  # pylint: disable=import-outside-toplevel
   data_dir = os.path.join(os.path.dirname(imagenet_manual_dir[0]), 'prepared')
   prepare.prepare(imagenet_manual_dir[0], data_dir, num_workers=2, images_per_shard=5,
                   log=lambda message: None)

@@ -55,6 +55,7 @@ def _add_generations_to_emulator():
   with 'Malformed StorageGeneration' (at random, as caching decides).
   """
   from http import HTTPStatus  # pylint: disable=g-import-not-at-top
+
   from gcp_storage_emulator import server  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator.exceptions import NotFound  # pylint: disable=g-import-not-at-top
   from gcp_storage_emulator.handlers import objects  # pylint: disable=g-import-not-at-top

@@ -7,6 +7,7 @@ import pytest
 
 from tfx_jax import config as config_lib
 from tfx_jax.errors import UserError
+from tfx_jax.grid import checks
 
 CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'configs')
 
@@ -38,7 +39,7 @@ def test_m_n_default_is_the_papers_imagenet_setup():
       256, 0.01, 450_000, 100_000, 0.1)
   assert (c.momentum, c.weight_decay, c.bias_lr_mult) == (0.9, 5e-4, 2.0)
   assert c.eval_every == 1000 and tuple(c.layers) == ()  # () = all: n = 1..7.
-  from tfx_jax import experiments  # pylint: disable=g-import-not-at-top
+  from tfx_jax.grid import experiments  # pylint: disable=g-import-not-at-top
   assert sorted({s.n for s in experiments.study(c)} - {0}) == list(range(1, 8))
 
 
@@ -65,14 +66,14 @@ def test_bad_config_arguments():
     ('resnet.py', 'experiment=random_filters,runlocal'),
     ('m_n_split.py', 'dataset=cifar100,runlocal')])
 def test_shipped_configs_are_valid(name, arg):
-  config_lib.validate(load(name, arg), num_devices=4, num_processes=2)
+  checks.validate(load(name, arg), num_devices=4, num_processes=2)
 
 
 @pytest.mark.parametrize('change, message', [
     ({'model': 'resnet'}, "Unknown model 'resnet'; known: caffenet, narrow, resnet18, "
                           "resnet18_w16, small, or your own as package.module:factory."),
     ({'model': 'no_such_pkg.mod:make'}, "Cannot import module 'no_such_pkg.mod'"),
-    ({'model': 'tfx_jax.resnet:nothing'}, "Module 'tfx_jax.resnet' has no callable 'nothing'"),
+    ({'model': 'tfx_jax.models.resnet:nothing'}, "Module 'tfx_jax.models.resnet' has no callable 'nothing'"),
     ({'layer_groups': ('conv1', 'conv9+fc6')}, "Layer group 'conv9+fc6' of model 'small': "
                                               "'conv9' matches no parameter"),
     ({'dataset': 'imagenet'}, "Unknown dataset 'imagenet'"),
@@ -93,12 +94,12 @@ def test_validate_names_the_problem(change, message):
     (c[node] if node else c)[leaf] = value
   processes = 8 if change.get('batch_size') == 12 else 1
   with pytest.raises(UserError) as e:
-    config_lib.validate(c, num_devices=4, num_processes=processes)
+    checks.validate(c, num_devices=4, num_processes=processes)
   assert message in str(e.value)
 
 
 def test_default_parts_and_their_errors():
-  from tfx_jax import experiments  # pylint: disable=g-import-not-at-top
+  from tfx_jax.grid import experiments  # pylint: disable=g-import-not-at-top
   c = load('default.py', 'runlocal')
   assert experiments.parts(c) == [
       ('transfer', 'random:0', ('base', 'selffer', 'selffer_ft', 'transfer', 'transfer_ft')),
@@ -125,11 +126,11 @@ def test_default_parts_and_their_errors():
     c = load('default.py', 'runlocal')
     c.update(change)
     with pytest.raises(UserError, match=re.escape(message)):
-      config_lib.validate(c, num_devices=1, num_processes=1)
+      checks.validate(c, num_devices=1, num_processes=1)
 
 
 def test_dataset_tables_agree():
-  from tfx_jax import datasets, splits  # pylint: disable=g-import-not-at-top
+  from tfx_jax.data import datasets, splits  # pylint: disable=g-import-not-at-top
   assert set(config_lib.DATASET_PRESETS) == set(datasets.DATASETS)
   for name, (_, num_classes) in splits.DISSIMILAR.items():
     assert datasets.DATASETS[name].num_classes == num_classes, name

@@ -1,7 +1,7 @@
 import pytest
 
-from tfx_jax import experiments
 from tfx_jax.errors import UserError
+from tfx_jax.grid import experiments
 
 LAYERS = (1, 2, 3, 4, 5, 6, 7)
 

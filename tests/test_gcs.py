@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import (BUCKET, GCS_URL, ROOT, RUNLOCAL, cli, cli_command, results)
-from tfx_jax import fashion_mnist, files, tensorboard, workdir
+from tfx_jax import files
+from tfx_jax.data import fashion_mnist
+from tfx_jax.grid import workdir
+from tfx_jax.training import tensorboard
+
+from conftest import BUCKET, GCS_URL, ROOT, RUNLOCAL, cli, cli_command, results
 
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 COMPARED = ('run_id', 'split', 'treatment', 'source', 'target', 'n', 'seed',

@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from tfx_jax import datasets, fashion_mnist, input_pipeline, train
+from tfx_jax.data import datasets, fashion_mnist, input_pipeline
 from tfx_jax.errors import UserError
+from tfx_jax.training import steps
 
 RAW_DIR = '/usr/share/datasets/fashion-mnist'
 SPEC = datasets.DATASETS['fashion_mnist']
@@ -82,7 +83,7 @@ def test_normalised_images_have_zero_mean_unit_std():
   it = input_pipeline.train_iterator('fashion_mnist', range(10), batch_size=6000, seed=0,
                                      process_index=0, process_count=1)
   x = np.concatenate([b['image'] for b in take(it, 10)])
-  x = np.asarray(jax.jit(train.normalizer(SPEC.mean, SPEC.std))(x))
+  x = np.asarray(jax.jit(steps.normalizer(SPEC.mean, SPEC.std))(x))
   assert x.dtype == np.float32 and abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
 
 
@@ -198,9 +199,9 @@ def test_eval_max_examples_and_reiteration():
 
 
 def test_process_batches_become_global_arrays():
-  mesh = train.make_mesh()
+  mesh = steps.make_mesh()
   batch = next(input_pipeline.train_iterator('fashion_mnist', CLOTHING, batch_size=8, seed=0))
-  arrays = train.global_batch(batch, mesh)
+  arrays = steps.global_batch(batch, mesh)
   assert arrays['image'].shape == (8, 28, 28, 1)
   assert len(arrays['image'].sharding.device_set) == jax.device_count() == 4
   np.testing.assert_array_equal(np.asarray(arrays['label']), batch['label'])

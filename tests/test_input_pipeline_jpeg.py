@@ -11,7 +11,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from tfx_jax import datasets, input_pipeline, jpeg_shards, splits, train
+from tfx_jax.data import datasets, input_pipeline, jpeg_shards, splits
+from tfx_jax.training import steps
 
 NATURAL, MAN_MADE = (0, 1), (400, 401)
 
@@ -128,9 +129,9 @@ def test_device_normalisation_equals_the_old_host_normalisation(dataset, prepare
   # What _LoadBatch computed on the host before this change.
   old = (images.astype(np.float32) - np.asarray(spec.mean, np.float32)) * (
       1.0 / np.asarray(spec.std, np.float32))
-  mesh = train.make_mesh()
-  on_device = jax.jit(train.normalizer(spec.mean, spec.std))(
-      train.global_batch({'image': images}, mesh)['image'])
+  mesh = steps.make_mesh()
+  on_device = jax.jit(steps.normalizer(spec.mean, spec.std))(
+      steps.global_batch({'image': images}, mesh)['image'])
   assert on_device.dtype == np.float32
   np.testing.assert_allclose(np.asarray(on_device), old, rtol=1e-6, atol=1e-6)
 

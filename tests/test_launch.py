@@ -253,13 +253,15 @@ def test_install_run_and_stop_work_on_a_fake_worker(tmp_path):
       os.kill(pid, signal.SIGKILL)
 
 
-def test_the_readme_launch_commands_are_valid():
-  with open(os.path.join(ROOT, 'README.md')) as f:
-    text = f.read().replace('\\\n', ' ')
+def test_the_documented_launch_commands_are_valid():
+  text = ''
+  for page in ('README.md', 'docs/cloud.md'):
+    with open(os.path.join(ROOT, page)) as f:
+      text += f.read().replace('\\\n', ' ') + '\n'
   lines = [line.strip() for line in text.splitlines() if line.strip().startswith('launch/')]
   assert len(lines) >= 8
   for line in lines:
     line = string.Template(line).substitute(PROJECT='p', BUCKET='gs://b', i='0')
-    script, action, *args = shlex.split(line)
+    script, action, *args = shlex.split(line, comments=True)
     result = launch(os.path.basename(script), action, '--dry-run', *args)
     assert result.returncode == 0, (line, result.stderr)

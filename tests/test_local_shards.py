@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from conftest import ROOT
-from tfx_jax import local_shards
 from tfx_jax.errors import UserError
+from tfx_jax.grid import local_shards
+
+from conftest import ROOT
 
 GB = 1 << 30
 
@@ -63,7 +64,7 @@ if mode != 'ok':
 
 DRIVER = r'''
 import sys
-from tfx_jax import local_shards
+from tfx_jax.grid import local_shards
 out, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 local_shards.shard_command = lambda argv, n, k: [sys.executable, '-c', {shard!r}, out, str(k), mode]
 local_shards.run([], n)

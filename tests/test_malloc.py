@@ -9,7 +9,7 @@ import pytest
 
 _MMAPPED_BYTES = textwrap.dedent('''
     import ctypes, sys
-    from tfx_jax import malloc
+    from tfx_jax.training import malloc
     if sys.argv[1] == 'tuned':
       assert malloc.tune()
     class MallInfo2(ctypes.Structure):
@@ -41,7 +41,7 @@ def test_tuned_malloc_serves_large_buffers_from_the_heap():
 _BACKEND_IS_CPU = textwrap.dedent('''
     import os
     import jax  # As main.py does, before it asks.
-    from tfx_jax import malloc
+    from tfx_jax.training import malloc
     threads = len(os.listdir('/proc/self/task'))
     print(malloc.backend_is_cpu(), len(os.listdir('/proc/self/task')) - threads)
 ''')

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from tfx_jax import optim, surgery
+from tfx_jax.models import optim, surgery
 
 
 def _params():

@@ -5,9 +5,9 @@ import json
 import os
 
 import pytest
-
-from tfx_jax import findings, over_time, report
 from test_report import paper_like, rows, write_results
+
+from tfx_jax.report import findings, over_time, writer
 
 STEPS = (100, 200, 300, 400, 500)
 
@@ -44,7 +44,7 @@ def workdir(tmp_path_factory):
   path = write_results(tmp_path_factory.mktemp('study'),
                        rows(paper_like, splits=('random:0', 'm_n'), random_frozen=True))
   write_curves(path, paper_like_after(300))
-  report.write_report(path)
+  writer.write_report(path)
   return path
 
 
@@ -90,7 +90,7 @@ def test_a_finding_that_never_holds_says_so(tmp_path):
   path = write_results(tmp_path, rows(paper_like, splits=('random:0', 'm_n'),
                                       random_frozen=True))
   write_curves(path, paper_like_after(10_000))  # Never the paper's shape.
-  runs, _ = report.results.read_csv(os.path.join(path, 'results.csv'))
+  runs, _ = writer.results.read_csv(os.path.join(path, 'results.csv'))
   curves, notes = over_time.read_curves(path, runs)
   assert not notes and len(curves) == len(runs)
   when = over_time.finding_steps(runs, curves)
@@ -101,7 +101,7 @@ def test_a_finding_that_never_holds_says_so(tmp_path):
 def test_runs_without_metrics_are_noted_and_left_out(tmp_path):
   table = rows(paper_like)
   path = write_results(tmp_path, table)
-  runs, _ = report.results.read_csv(os.path.join(path, 'results.csv'))
+  runs, _ = writer.results.read_csv(os.path.join(path, 'results.csv'))
   curves, notes = over_time.read_curves(path, runs)
   assert curves == {} and over_time.finding_steps(runs, curves) == {}
   text = over_time.markdown({}, {}, None, notes)
@@ -129,7 +129,7 @@ def test_every_finding_reports_its_difference_and_seed_spread(workdir):
 def test_findings_testable_at_no_step_say_so(tmp_path):
   path = write_results(tmp_path, rows(paper_like))  # No m/n split, no random filters.
   write_curves(path, paper_like_after(300))
-  runs, _ = report.results.read_csv(os.path.join(path, 'results.csv'))
+  runs, _ = writer.results.read_csv(os.path.join(path, 'results.csv'))
   curves, _ = over_time.read_curves(path, runs)
   when = over_time.finding_steps(runs, curves)
   assert set(when) == {1, 2, 3, 4}

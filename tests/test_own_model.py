@@ -8,8 +8,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from tfx_jax.models import optim, registry, surgery
+from tfx_jax.training import checkpoints, steps
+
 from conftest import cli, results
-from tfx_jax import checkpoints, models, optim, surgery, train
 
 GROUPS = ('stem', 'encoder/block_0+encoder/block_1')
 
@@ -51,20 +53,20 @@ def _flat(tree, prefix=''):
 
 
 def test_frozen_groups_keep_params_and_batch_stats_bitwise():
-  model, mesh = factory(3), train.make_mesh()
-  variables = models.init_variables(model, jax.random.PRNGKey(0), (12, 12, 1))
+  model, mesh = factory(3), steps.make_mesh()
+  variables = registry.init_variables(model, jax.random.PRNGKey(0), (12, 12, 1))
   params = variables.pop('params')
   frozen = surgery.first_layers(1, GROUPS)  # The stem.
   opt = optim.make_optimizer(surgery.freeze_labels(params, frozen),
                              optim.make_schedule('constant', 0.1, 10))
-  state = train.create_state(params, opt, 0, mesh, model_state=variables)
+  state = steps.create_state(params, opt, 0, mesh, model_state=variables)
   before = _flat(state.variables)
-  step = train.make_train_step(model, opt, frozen, mesh)
+  step = steps.make_train_step(model, opt, frozen, mesh)
   rng = np.random.default_rng(0)
   for _ in range(3):
     batch = {'image': rng.normal(size=(8, 12, 12, 1)).astype(np.float32),
              'label': rng.integers(0, 3, 8).astype(np.int32)}
-    state, _ = step(state, train.global_batch(batch, mesh))
+    state, _ = step(state, steps.global_batch(batch, mesh))
   after = _flat(state.variables)
   assert set(after) == set(before)
   changed = {path for path in before if not np.array_equal(before[path], after[path])}
@@ -93,7 +95,7 @@ def test_cli_grid_of_a_users_module_with_groups_by_path(tmp_path):
   steps = int(rows['m_n-A2B-s0']['steps'])
 
   def final(run_id, classes):
-    shapes = models.init_variables(factory(classes), jax.random.PRNGKey(0), (28, 28, 1))
+    shapes = registry.init_variables(factory(classes), jax.random.PRNGKey(0), (28, 28, 1))
     return _flat(checkpoints.load_variables(
         os.path.join(workdir, 'runs', run_id, 'checkpoints'), steps, shapes))
 

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from tfx_jax import experiments, figures, findings, report, results
 from tfx_jax.errors import UserError
+from tfx_jax.grid import experiments, results
+from tfx_jax.report import figures, findings, writer
 
 BASE = 0.80
 SELFFER_DIP = {3: -0.03, 4: -0.04, 5: -0.03}  # BnB - base: the paper's shape.
@@ -75,7 +76,7 @@ def verdicts(result):
 
 def test_paper_shaped_results_show_all_six_findings(tmp_path):
   table = rows(paper_like, splits=('random:0', 'm_n'), random_frozen=True)
-  result = report.write_report(write_results(tmp_path, table))
+  result = writer.write_report(write_results(tmp_path, table))
   assert [f['id'] for f in result['findings']] == [1, 2, 3, 4, 5, 6]
   assert verdicts(result) == {i: True for i in range(1, 7)}
   names = sorted(os.listdir(tmp_path / 'report'))
@@ -95,7 +96,7 @@ def test_finding4_follows_the_sign_of_every_anb_plus_gain(tmp_path, gain, holds)
     base = paper_like(split, 'base', target, target, 0, seed)
     return base + gain + 0.001 * seed if treatment == 'transfer_ft' else base
   table = rows(accuracy, treatments=('transfer_ft',))
-  result = report.write_report(write_results(tmp_path, table))
+  result = writer.write_report(write_results(tmp_path, table))
   assert verdicts(result)[4] is holds
   assert f'at {7 if holds else 0}/7 n' in result['findings'][3]['evidence']
 
@@ -105,7 +106,7 @@ def test_one_layer_below_base_fails_finding4(tmp_path):
     base = paper_like(split, 'base', target, target, 0, seed)
     gain = 0.01 if n != 5 else -0.002
     return base + gain if treatment == 'transfer_ft' else base
-  result = report.write_report(
+  result = writer.write_report(
       write_results(tmp_path, rows(accuracy, treatments=('transfer_ft',))))
   assert verdicts(result)[4] is False
   assert 'at 6/7 n' in result['findings'][3]['evidence']
@@ -114,7 +115,7 @@ def test_one_layer_below_base_fails_finding4(tmp_path):
 def test_flat_results_reject_findings_1_2_and_5(tmp_path):
   flat = lambda *key: BASE + 0.0005 * key[5]
   table = rows(flat, splits=('random:0', 'm_n'))
-  found = verdicts(report.write_report(write_results(tmp_path, table)))
+  found = verdicts(writer.write_report(write_results(tmp_path, table)))
   assert found[1] is False and found[2] is False and found[5] is False
   assert found[3] is True  # BnB+ = base everywhere.
   assert found[6] is None  # No random frozen filters.
@@ -125,7 +126,7 @@ def test_large_bnb_plus_gap_fails_finding3(tmp_path):
     extra = -0.03 if treatment == 'selffer_ft' and n == 4 else 0.0
     return paper_like(split, treatment, source, target, n, seed) + extra
   table = rows(accuracy, treatments=('selffer_ft',))
-  result = report.write_report(write_results(tmp_path, table))
+  result = writer.write_report(write_results(tmp_path, table))
   assert verdicts(result)[3] is False
   assert 'largest |BnB+ - base| 3.00% at n = 4' in result['findings'][2]['evidence']
 
@@ -136,14 +137,14 @@ def test_random_filters_beating_transfer_fails_finding6(tmp_path):
       return BASE + 0.001
     return paper_like(split, treatment, source, target, n, seed)
   table = rows(accuracy, treatments=('transfer',), random_frozen=True)
-  found = verdicts(report.write_report(write_results(tmp_path, table)))
+  found = verdicts(writer.write_report(write_results(tmp_path, table)))
   assert found[6] is False
   assert found[1] is True  # The transfer runs still show specificity.
 
 
 def test_missing_treatments_give_null_verdicts_and_no_curves(tmp_path):
   table = rows(paper_like, treatments=('transfer_ft',), layers=(1, 3))
-  result = report.write_report(write_results(tmp_path, table))
+  result = writer.write_report(write_results(tmp_path, table))
   assert verdicts(result) == {1: None, 2: None, 3: None, 4: True, 5: None,
                               6: None}
   evidence = {f['id']: f['evidence'] for f in result['findings']}
@@ -178,7 +179,7 @@ def test_figures_draw_what_the_results_hold(tmp_path):
 
 def test_single_seed_verdicts_come_from_means_and_say_so(tmp_path):
   table = rows(paper_like, seeds=(0,))
-  result = report.write_report(write_results(tmp_path, table, dataset=None))
+  result = writer.write_report(write_results(tmp_path, table, dataset=None))
   found = verdicts(result)
   assert [found[i] for i in (1, 2, 3, 4)] == [True, True, True, True]
   for f in result['findings'][:4]:
@@ -193,9 +194,9 @@ def test_rerun_is_byte_identical(tmp_path):
   workdir = write_results(tmp_path, table, dataset='imagenet2012')
   names = ('table1.md', 'findings.json', 'findings.md', 'generality.md',
            'figure2.svg', 'figure2.png', 'figure3.png')
-  report.write_report(workdir)
+  writer.write_report(workdir)
   first = {n: (tmp_path / 'report' / n).read_bytes() for n in names}
-  report.write_report(workdir)
+  writer.write_report(workdir)
   assert {n: (tmp_path / 'report' / n).read_bytes() for n in names} == first
   table1 = first['table1.md'].decode()
   assert '| n = 1-7 | +1.50% (sd 0.' in table1 and '| +1.6% |' in table1
@@ -206,7 +207,7 @@ def test_rerun_is_byte_identical(tmp_path):
 
 
 def test_a_header_only_table_gives_all_null(tmp_path):
-  result = report.write_report(write_results(tmp_path, []))
+  result = writer.write_report(write_results(tmp_path, []))
   assert verdicts(result) == {i: None for i in range(1, 7)}
   assert (tmp_path / 'report' / 'figure2.png').stat().st_size > 0
 
@@ -229,7 +230,7 @@ def test_bad_results_raise_user_error(tmp_path, content, message):
     (tmp_path / 'results.csv').write_text(content)
   with pytest.raises(UserError, match=message.replace('(', r'\(').replace(
       ')', r'\)').replace('[', r'\[').replace(']', r'\]')):
-    report.write_report(str(tmp_path))
+    writer.write_report(str(tmp_path))
 
 
 def report_cli(*args):
@@ -263,7 +264,7 @@ def test_random_filters_named_by_the_runners_split_meet_their_base(tmp_path):
   table = rows(paper_like, treatments=('transfer',), random_frozen=True)
   table = [('random:0' if split == 'all' else split, *rest)
            for split, *rest in table]
-  found = verdicts(report.write_report(write_results(tmp_path, table)))
+  found = verdicts(writer.write_report(write_results(tmp_path, table)))
   assert found[6] is True
 
 
@@ -275,7 +276,7 @@ def test_random_filters_on_a_half_meet_that_halfs_base(tmp_path):
   # 0.5 points below baseB per layer: a smaller drop than the m/n AnB's at n >= 3,
   # but below baseA (or the mean of the bases) by more than AnB's drop.
   table += [('random:0', 'random_frozen', '', 'B', n, 0, 0.80 - 0.005 * n) for n in range(1, 8)]
-  result = report.write_report(write_results(tmp_path, table))
+  result = writer.write_report(write_results(tmp_path, table))
   six = result['findings'][5]
   assert six['holds'] is False
   assert 'random frozen on the random split' in six['evidence']
@@ -285,7 +286,7 @@ def test_random_filters_on_a_half_meet_that_halfs_base(tmp_path):
 def test_repeated_rows_and_unknown_splits_are_noted(tmp_path):
   table = rows(paper_like, treatments=('transfer_ft',), layers=(1,), seeds=(0,))
   table += [table[-1], ('weird', 'base', 'A', 'A', 0, 0, 0.5)]
-  result = report.write_report(write_results(tmp_path, table))
+  result = writer.write_report(write_results(tmp_path, table))
   assert verdicts(result)[4] is True
   notes = (tmp_path / 'report' / 'findings.md').read_text()
   assert '1 repeated row(s)' in notes and 'unknown split(s) weird' in notes
@@ -315,7 +316,7 @@ def test_a_base_at_zero_accuracy_has_no_ratio_but_a_report(tmp_path):
     lines.append(f'r{i},random:0,{treatment},{source},{target},{n},0,{acc},{acc},{acc},'
                  f'10,1.0')
   (tmp_path / 'results.csv').write_text('\n'.join(lines) + '\n')
-  result = report.write_report(str(tmp_path))
+  result = writer.write_report(str(tmp_path))
   assert verdicts(result)[1] is False  # AnB - base = +0.3: no fall.
   assert 'No AnB runs with a base' in (tmp_path / 'report' / 'generality.md').read_text()
 
@@ -333,7 +334,7 @@ def test_any_number_of_groups_scales_the_rules_and_names_the_ticks(tmp_path):
   path = write_results(tmp_path, rows(deep, layers=range(1, 10)))
   with open(os.path.join(path, 'groups.json'), 'w') as f:
     json.dump({'groups': groups}, f)
-  result = report.write_report(path)
+  result = writer.write_report(path)
   rules = {f['id']: f['rule'] for f in result['findings']}
   assert 'at n = 1-3, is below -tolerance at some n in 4-9' in rules[1]
   assert 'over n = 4-6' in rules[2] and 'over n = 7-9' in rules[2]
@@ -346,7 +347,7 @@ def test_any_number_of_groups_scales_the_rules_and_names_the_ticks(tmp_path):
   assert [r.split(' | ')[0] for r in rows_] == [
       '| n = 1-9 (paper: 1-7)', '| n = 4-9 (paper: 3-7)', '| n = 6-9 (paper: 5-7)']
   assert not any('only n' in r or 'n/a' in r for r in rows_)
-  fig = figures.figure2(report.results.read_csv(os.path.join(path, 'results.csv'))[0],
+  fig = figures.figure2(writer.results.read_csv(os.path.join(path, 'results.csv'))[0],
                         'fashion_mnist', groups)
   ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
   assert ticks == ['0', *(f'{n} {g}' for n, g in enumerate(groups, 1))]

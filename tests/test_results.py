@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from tfx_jax import experiments, results
 from tfx_jax.errors import UserError
+from tfx_jax.grid import experiments, results
 
 
 def test_best10_is_the_mean_of_the_ten_highest():

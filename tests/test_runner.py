@@ -5,7 +5,8 @@ import os
 import re
 import shutil
 
-from tfx_jax import experiments, input_pipeline, results, runner
+from tfx_jax.data import input_pipeline
+from tfx_jax.grid import experiments, results, runner
 
 CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'configs')
 

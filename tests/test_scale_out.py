@@ -4,8 +4,9 @@ import os
 import socket
 import subprocess
 
+from tfx_jax.grid import local_shards
+
 from conftest import NUMBERS, ROOT, cli_command, results
-from tfx_jax import local_shards
 
 # Long enough that training has settled: in the 24-step runlocal regime, float
 # rounding that differs with the reduction order (any change of topology, even
@@ -42,13 +43,15 @@ def test_two_processes_match_one_process(tmp_path):
   one, two = results(tmp_path / 'single'), results(tmp_path / 'multi')
   assert set(one) == set(two) == {'random0-baseA-s0', 'random0-A3B-s0'}
   for run_id in one:
-    # Measured: |diff| <= 0.014 (the same spread as 2 vs 4 devices in one
-    # process). Two rounding sources, both topology-bound: the all-reduce's
-    # order, and XLA CPU sizing its Eigen thread pool by devices per process
-    # (4 threads for 1 x 4, 2 for 2 x 2), by which Eigen splits conv1's
-    # kernel-gradient contraction. A fixed-order all-gather reduction removed
-    # the first and still measured 0.013, so it is not offered.
-    assert abs(float(one[run_id]['top1']) - float(two[run_id]['top1'])) <= 0.02, run_id
+    # Two rounding sources, both topology-bound: the all-reduce's order, and
+    # XLA CPU sizing its Eigen thread pool by devices per process (4 threads
+    # for 1 x 4, 2 for 2 x 2), by which Eigen splits conv1's kernel-gradient
+    # contraction. A fixed-order all-gather reduction removed the first and
+    # still measured 0.013, so it is not offered. How far training amplifies
+    # them depends on the CPU: the largest |diff| measured was 0.014 on an AMD
+    # EPYC VM and 0.035 on an Intel Xeon VM (docs/cloud.md), so the bound that
+    # holds on both is 0.05.
+    assert abs(float(one[run_id]['top1']) - float(two[run_id]['top1'])) <= 0.05, run_id
   # Only process 0 writes logs of progress.
   assert 'step 200/200' in (tmp_path / 'multi0.log').read_text()
   assert 'step 200/200' not in (tmp_path / 'multi1.log').read_text()

@@ -7,7 +7,7 @@ import numpy
 import pytest
 import tensorflow_datasets as tfds
 
-from tfx_jax import splits
+from tfx_jax.data import splits
 from tfx_jax.errors import UserError
 
 # sha256 of ','.join(A) for the seed-0 A half, computed once with the snippet

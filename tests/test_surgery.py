@@ -4,14 +4,14 @@ import jax
 import numpy as np
 import pytest
 
-from tfx_jax import models, surgery
+from tfx_jax.models import convnet, registry, surgery
 
 
 @pytest.fixture(scope='module')
 def trees():
-  model = models.create('small', 5)
-  a = models.init_params(model, jax.random.PRNGKey(0), (28, 28, 1))
-  b = models.init_params(model, jax.random.PRNGKey(1), (28, 28, 1))
+  model = registry.create('small', 5)
+  a = registry.init_params(model, jax.random.PRNGKey(0), (28, 28, 1))
+  b = registry.init_params(model, jax.random.PRNGKey(1), (28, 28, 1))
   return a, b
 
 
@@ -22,7 +22,7 @@ def _copy(tree):
 def test_first_layers():
   assert surgery.first_layers(0) == ()
   assert surgery.first_layers(3) == ('conv1', 'conv2', 'conv3')
-  assert surgery.first_layers(7) == models.LAYERS[:7]
+  assert surgery.first_layers(7) == convnet.LAYERS[:7]
   for bad in (-1, 8, 2.0, True, '3'):
     with pytest.raises(ValueError, match='0..7'):
       surgery.first_layers(bad)
@@ -33,7 +33,7 @@ def test_transplant_copies_named_layers_only(trees):
   target_before, source_before = _copy(target), _copy(source)
   layers = surgery.first_layers(3)
   out = surgery.transplant(target, source, layers)
-  for layer in models.LAYERS:
+  for layer in convnet.LAYERS:
     expected = source[layer] if layer in layers else target[layer]
     chex.assert_trees_all_equal(out[layer], expected)
   # Inputs untouched, and the output is a new tree.
@@ -44,10 +44,10 @@ def test_transplant_copies_named_layers_only(trees):
 
 def test_transplant_names_every_mismatched_path(trees):
   target, _ = trees
-  other = models.init_params(models.create('small', 5), jax.random.PRNGKey(2),
+  other = registry.init_params(registry.create('small', 5), jax.random.PRNGKey(2),
                              (32, 32, 3))  # conv1 and fc6 shapes differ
   with pytest.raises(ValueError) as err:
-    surgery.transplant(target, other, models.LAYERS[:7])
+    surgery.transplant(target, other, convnet.LAYERS[:7])
   message = str(err.value)
   assert 'conv1/kernel: source (3, 3, 3, 32)' in message
   assert 'target (3, 3, 1, 32)' in message
@@ -85,7 +85,7 @@ def test_split_and_merge_roundtrip(trees):
   params, _ = trees
   trainable, frozen = surgery.split_trainable(params, ['conv1', 'fc7'])
   assert set(frozen) == {'conv1', 'fc7'}
-  assert set(trainable) == set(models.LAYERS) - {'conv1', 'fc7'}
+  assert set(trainable) == set(convnet.LAYERS) - {'conv1', 'fc7'}
   chex.assert_trees_all_equal(surgery.merge(trainable, frozen), params)
   with pytest.raises(ValueError, match='sharing layers'):
     surgery.merge(trainable, params)

@@ -2,7 +2,7 @@ import glob
 
 from tensorboard.backend.event_processing import event_accumulator
 
-from tfx_jax import tensorboard
+from tfx_jax.training import tensorboard
 
 
 def test_scalars_read_back_by_tensorboard(tmp_path):

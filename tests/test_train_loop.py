@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from tfx_jax import config as config_lib
-from tfx_jax import metrics, models, optim, preemption, progress, surgery, train
+from tfx_jax import progress
+from tfx_jax.models import optim, registry, surgery
+from tfx_jax.training import metrics, preemption, steps
+from tfx_jax.training.loop import train_and_evaluate
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 4
@@ -49,21 +52,21 @@ class StopAt:
 
 @pytest.fixture(scope='module')
 def setup():
-  model = models.create('small', NUM_CLASSES)
-  mesh = train.make_mesh()
-  params = models.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE)
+  model = registry.create('small', NUM_CLASSES)
+  mesh = steps.make_mesh()
+  params = registry.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE)
   frozen = surgery.first_layers(2)
   opt = optim.make_optimizer(surgery.freeze_labels(params, frozen),
                              optim.make_schedule('step', 0.01, 8, step_size=4))
-  step = train.make_train_step(model, opt, frozen, mesh)
-  eval_step = train.make_eval_step(model, mesh)
+  step = steps.make_train_step(model, opt, frozen, mesh)
+  eval_step = steps.make_eval_step(model, mesh)
   eval_batches = [next(Batches()) for _ in range(2)]
 
   def evaluate(variables):
-    return train.evaluate(eval_step, variables, eval_batches, 8, mesh)
+    return steps.evaluate(eval_step, variables, eval_batches, 8, mesh)
 
   def fresh_state():
-    return train.create_state(params, opt, seed=0, mesh=mesh)
+    return steps.create_state(params, opt, seed=0, mesh=mesh)
   return mesh, step, evaluate, fresh_state
 
 
@@ -77,7 +80,7 @@ def config(**overrides):
 def loop(setup, run_dir, watch, data=None, **overrides):
   mesh, step, evaluate, fresh_state = setup
   logs = []
-  state, history = train.train_and_evaluate(
+  state, history = train_and_evaluate(
       config(**overrides), 'r', str(run_dir), fresh_state(), step, evaluate,
       data or Batches(), mesh=mesh, watch=watch, progress=progress.Progress(),
       log=logs.append)
@@ -123,7 +126,7 @@ def test_nan_loss_stops_naming_the_step(setup, tmp_path):
     return state, {**m, 'loss': m['loss'] * (np.nan if int(state.step) > 3 else 1.0)}
 
   with pytest.raises(metrics.DivergedError, match='Run r: loss is nan at step 4'):
-    train.train_and_evaluate(config(log_every=2), 'r', str(tmp_path), fresh_state(),
-                             nan_after_3, evaluate, Batches(), mesh=mesh,
-                             watch=StopAt(), progress=progress.Progress(),
-                             log=lambda _: None)
+    train_and_evaluate(config(log_every=2), 'r', str(tmp_path), fresh_state(),
+                       nan_after_3, evaluate, Batches(), mesh=mesh,
+                       watch=StopAt(), progress=progress.Progress(),
+                       log=lambda _: None)

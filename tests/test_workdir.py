@@ -6,9 +6,9 @@ import os
 import pytest
 
 from tfx_jax import config as config_lib
-from tfx_jax import results
 from tfx_jax.errors import UserError
-from tfx_jax.workdir import Workdir
+from tfx_jax.grid import results
+from tfx_jax.grid.workdir import Workdir
 
 
 def result(run_id, top1=0.5):

@@ -133,7 +133,7 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
 # The whole paper on one dataset, as config.parts (configs/default.py). Random
 # frozen filters train on the random split's half B, against the same baseB as
 # Figure 2's grid; the paper trained them on every class (argument all_classes),
-# whose base needs twice the steps of a half's to converge (README, docs/solver).
+# whose base needs twice the steps of a half's to converge (docs/paper.md, docs/solver).
 PAPER_PARTS = {'random': 'transfer/random:{seed}', 'm_n': 'transfer/m_n/base+transfer',
                'random_filters': 'random_filters/random:{seed}'}
 ALL_CLASSES = 'random_filters/all'
@@ -209,30 +209,3 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
     else:
       out[key] = value
   return ml_collections.ConfigDict(out)
-
-
-def validate(c: ml_collections.ConfigDict, num_devices: int,
-             num_processes: int) -> tuple[str, ...]:
-  """Every check of a config, once, before anything runs; UserError on the first
-  problem. `num_devices` and `num_processes`: of the whole job. Returns the
-  model's ordered transferable groups, which the checks need."""
-  # Imported here: config files import this module, and should load fast.
-  from tfx_jax import datasets, experiments, models, splits  # pylint: disable=g-import-not-at-top
-  spec = datasets.dataset_spec(c.dataset)
-  groups = models.transferable_groups(c.model, spec.image_shape,
-                                      experiments.names(c.layer_groups))
-  for _, split, _ in experiments.parts(c):
-    if split != experiments.ALL:
-      splits.resolve(split, c.dataset, spec.num_classes)
-  for name in ('batch_size', 'eval_batch_size'):
-    if c[name] % num_devices:
-      raise UserError(f'{name} {c[name]} is not divisible by the {num_devices} '
-                      f'devices; use a multiple of {num_devices}.')
-  if c.batch_size % num_processes:
-    raise UserError(f'batch_size {c.batch_size} is not divisible by the '
-                    f'{num_processes} processes.')
-  if not 0 <= c.sweep.shard < c.sweep.num_shards:
-    raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
-                    f'(sweep.num_shards - 1), got {c.sweep.shard}.')
-  experiments.study(c, len(groups))
-  return groups

@@ -1,37 +1,36 @@
-"""Runs a config's grid of transfer experiments, then writes its report.
-
-  python -m tfx_jax.main --config=configs/m_n_split.py:dataset=fashion_mnist,runlocal
-"""
+"""Runs a config's grid of transfer experiments, then writes its report, as in
+`python -m tfx_jax.main --config=configs/m_n_split.py:dataset=fashion_mnist,runlocal`."""
 
 import os
 import sys
 
-from absl import flags, logging
 import jax
+from absl import flags, logging
 from ml_collections import config_flags
 
-from tfx_jax import errors, local_shards, malloc, preemption, report, runner
+from tfx_jax import errors
+from tfx_jax.grid import local_shards, runner
+from tfx_jax.report import writer
+from tfx_jax.training import malloc, preemption
 
-config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
-                                'file.py:key=value,flag', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Where runs, results and the report go '
-                    '(default: runs/<config file name>).')
-flags.DEFINE_bool('multihost', False, 'Start jax.distributed with auto-detection '
-                  '(every worker of a TPU VM pod slice, or SLURM).')
+config_flags.DEFINE_config_file('config', None, 'Config file, optionally file.py:key=value,flag',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where runs, results and the report go (default: '
+                    'runs/<config file name>).')
+flags.DEFINE_bool('multihost', False, 'Start jax.distributed with auto-detection (every '
+                  'worker of a TPU VM pod slice, or SLURM).')
 flags.DEFINE_string('coordinator_address', None, 'jax.distributed: host:port of process 0.')
 flags.DEFINE_integer('num_processes', None, 'jax.distributed: number of processes.')
 flags.DEFINE_integer('process_id', None, 'jax.distributed: this process index.')
-flags.DEFINE_string('compilation_cache', '~/.cache/tfx_jax/xla', 'Persistent XLA '
-                    'compilation cache directory; empty to disable.')
-flags.DEFINE_bool('tune_malloc', True, 'glibc malloc: one arena, no mmap, no '
-                  'trimming (tfx_jax/malloc.py); XLA CPU steps run about 25% faster. '
-                  'Applied only when the JAX backend is the CPU.')
-flags.DEFINE_integer('local_shards', 1, 'Run the sweep as this many processes on '
-                     'this machine, each pinned to its share of the CPUs (CPU '
-                     'backend; small nets train faster so); 0: one per CPU that '
-                     'memory allows, or 1 on GPUs and TPUs.')
-flags.DEFINE_bool('verbose', False, 'Show library logs, and Python tracebacks '
-                  'for input errors.')
+flags.DEFINE_string('compilation_cache', '~/.cache/tfx_jax/xla', 'Persistent XLA compilation '
+                    'cache directory; empty to disable.')
+flags.DEFINE_bool('tune_malloc', True, 'glibc malloc: one arena, no mmap, no trimming '
+                  '(tfx_jax/training/malloc.py), when the JAX backend is the CPU: XLA CPU '
+                  'steps run about 25% faster.')
+flags.DEFINE_integer('local_shards', 1, 'Run the sweep as this many processes, each pinned to '
+                     'its share of the CPUs (CPU backend; small nets train faster so); 0: one '
+                     'per CPU that memory allows, or 1 on GPUs and TPUs.')
+flags.DEFINE_bool('verbose', False, 'Show library logs, and Python tracebacks for input errors.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -41,17 +40,16 @@ def main(argv):
     malloc.tune()  # Before JAX starts its threads.
   if not FLAGS.verbose:
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log much at INFO.
-  if FLAGS.compilation_cache:
-    # Compiled steps persist across processes: resumes and reruns skip compiling.
+  if FLAGS.compilation_cache:  # Compiled steps persist: resumes and reruns skip compiling.
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
     raise errors.UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
   if FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes:
-    # Collectives between processes on CPU need gloo; GPUs and TPUs ignore it.
+    # CPU collectives between processes need gloo (GPUs and TPUs ignore it); None in
+    # the distributed flags: auto-detect (TPU VM, SLURM).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)  # None: auto-detect (TPU VM, SLURM).
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
     config = FLAGS.config
     config.get('dataset')  # A config file that failed to load raises on use.
@@ -60,31 +58,14 @@ def main(argv):
   config_name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
-  shards = local_shard_count(config)
+  shards = local_shards.resolve(FLAGS.local_shards, jax.process_count(), config.sweep.num_shards)
   if shards > 1:
     runner.prepare(config, workdir)  # Here first: one message, not one a shard.
-    local_shards.run(sys.argv[1:], shards)
-    complete = True
-  else:
-    complete = runner.run(config, workdir)
+    local_shards.run(sys.argv[1:], shards)  # Returns when every shard is done.
+  complete = shards > 1 or runner.run(config, workdir)
   if complete and config.report and jax.process_index() == 0:
-    report.write_report(workdir)
+    writer.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
-
-
-def local_shard_count(config) -> int:
-  """--local_shards resolved: 0 is one per CPU (CPU backend) or 1."""
-  requested = FLAGS.local_shards
-  if requested == 1 or (requested == 0 and not malloc.backend_is_cpu()):
-    return 1
-  if not malloc.backend_is_cpu():
-    raise errors.UserError(f'--local_shards={requested} is for the CPU backend; on '
-                           f'GPUs and TPUs one process uses every device: drop it.')
-  if jax.process_count() > 1 or config.sweep.num_shards > 1:
-    raise errors.UserError('--local_shards runs the sweep\'s shards itself; drop it, '
-                           'or drop --multihost and --config.sweep.')
-  return local_shards.count(requested, local_shards.allowed_cpus(),
-                            local_shards.available_memory())
 
 
 def run():

@@ -13,7 +13,7 @@ import json
 import os
 from collections import defaultdict
 
-from tfx_jax import results
+from tfx_jax.grid import results
 
 THRESHOLD = 0.005
 

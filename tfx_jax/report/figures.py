@@ -11,12 +11,12 @@ import numpy as np
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
-from tfx_jax import comparisons
-from tfx_jax import over_time as ot
 from tfx_jax import paper_reference as paper
-from tfx_jax.comparisons import FAMILY_NAMES
-from tfx_jax.experiments import LABELS
-from tfx_jax.results import METRIC, Result
+from tfx_jax.grid.experiments import LABELS
+from tfx_jax.grid.results import METRIC, Result
+from tfx_jax.report import comparisons
+from tfx_jax.report import over_time as ot
+from tfx_jax.report.comparisons import FAMILY_NAMES
 
 # After the paper's Figure 2: frozen transfers as circles, fine-tuned as
 # diamonds; selffers blue, transfers red. Offsets keep the columns apart.

@@ -1,29 +1,25 @@
-"""Train state, data-parallel train and eval steps (jit over a device Mesh), and
-the training loop of one run.
-
-The batch is split over the mesh's 'data' axis, the state is replicated and
-donated. One mechanism for one device, many devices and many hosts.
+"""The train state and the data-parallel train and eval steps: jit over a 1-D
+'data' mesh of every device of every process, the batch split over 'data', the
+state replicated and donated. One mechanism for one device, many devices and
+many hosts.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from tfx_jax import checkpoints, metrics, preemption, surgery
-from tfx_jax.progress import Progress
+from tfx_jax.models import surgery
 
 DATA_AXIS = 'data'
 
@@ -236,91 +232,3 @@ def evaluate(eval_step: Callable, variables, batches: Iterable[Mapping[str, np.n
   totals = jax.device_get(totals)
   count = float(totals.pop('count'))
   return {'count': int(round(count)), **{k: float(v) / count for k, v in totals.items()}}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: str,
-                       state: TrainState, train_step: Callable,
-                       evaluate: Callable[[Any], dict], data: Iterator, *, mesh: Mesh,
-                       watch: preemption.Watch, progress: Progress,
-                       log: Callable[[str], None] = print,
-                       label: str = '') -> tuple[TrainState, list[dict]]:
-  """Train one run to config.total_steps, resuming from its newest checkpoint.
-
-  `data` yields this process's batches and has get_state/set_state;
-  `evaluate(variables)` gives count, top1, top5 and loss. Every eval_every steps
-  the run is evaluated and logged, every checkpoint_every steps (and at the end)
-  the state, the data iterator, the evaluations so far and the progress are
-  saved together in RUN_DIR/checkpoints. On a preemption notice the current
-  step is saved and preemption.Preempted raised. Returns the final state and
-  the evaluations ({'step', 'top1', 'top5', 'loss'} each).
-  """
-  c, is_main = config, jax.process_index() == 0
-  ckpts = checkpoints.RunCheckpoints(os.path.join(run_dir, 'checkpoints'),
-                                     keep=c.keep_checkpoints)
-  with progress.phase('io'):
-    restored = ckpts.restore_latest(state.tree())
-  history, saved = [], None
-  if restored:
-    tree, data_state, saved = restored
-    state = TrainState(**tree)
-    data.set_state(data_state)
-    history = saved['history']
-    log(f'  resuming {run_id} from step {int(state.step)}')
-  step = int(state.step)
-  progress.start_run(step, saved)
-  writer = metrics.MetricsWriter(run_dir, step) if is_main else None
-
-  def save(force: bool = False) -> None:
-    with progress.phase('io'):
-      if writer:  # The logs are never behind a checkpoint.
-        writer.flush()
-      ckpts.save(step, state.tree(), data.get_state(), {'history': history, **progress.state()},
-                 force=force)
-
-  try:
-    pending, segment_steps, segment_start = [], 0, progress.totals['train']
-    while step < c.total_steps:
-      # Checked between steps, where every eval and save of `step` is done.
-      if watch.reached():
-        if step not in ckpts.steps():
-          save(force=True)
-        raise preemption.Preempted(run_id, step)
-      with progress.phase('train'):
-        state, step_metrics = train_step(state, global_batch(next(data), mesh))
-        pending.append(step_metrics)
-      step += 1
-      segment_steps += 1
-      progress.stepped()
-      watch.stepped()
-      is_eval = step % c.eval_every == 0 or step == c.total_steps
-      if not (is_eval or step % c.log_every == 0):
-        continue
-      with progress.phase('train'):
-        fetched = jax.device_get(pending)
-        metrics.check_finite(fetched, run_id, step - len(pending) + 1)
-        pending = []
-        if writer:
-          writer.write(step, 'train', {k: float(v) for k, v in fetched[-1].items()})
-      if not is_eval:
-        continue
-      with progress.phase('eval'):
-        ev = evaluate(state.variables)
-      history.append({'step': step, **{k: ev[k] for k in ('top1', 'top5', 'loss')}})
-      if writer:
-        writer.write(step, 'eval', ev)
-      rate = segment_steps / max(progress.totals['train'] - segment_start, 1e-9)
-      log(f'{label} step {step}/{c.total_steps} loss {fetched[-1]["loss"]:.4f}'
-          f' | eval top1 {ev["top1"]:.4f} top5 {ev["top5"]:.4f} on {ev["count"]}'
-          f' | {rate:.1f} steps/s, run ETA {progress.eta(c.total_steps - step)},'
-          f' grid ETA {progress.grid_eta()}')
-      if step % c.checkpoint_every == 0 or step == c.total_steps:
-        save()
-      segment_steps, segment_start = 0, progress.totals['train']
-  finally:
-    with progress.phase('io'):
-      ckpts.close()
-      if writer:
-        writer.close()
-  if jax.process_count() > 1:  # Every process sees the final checkpoint.
-    multihost_utils.sync_global_devices(f'finished {run_id}')
-  return state, history

@@ -16,8 +16,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tfx_jax import preemption, progress
+from tfx_jax import progress
 from tfx_jax.errors import UserError
+from tfx_jax.training import malloc, preemption
 
 # A process's resident memory on Fashion-MNIST (`narrow` net): 0.67-0.73 GB.
 MEMORY_PER_SHARD = 1 << 30
@@ -53,6 +54,19 @@ def count(requested: int, cpus: Sequence[int], memory: int | None) -> int:
     return requested
   fit = len(cpus) if memory is None else memory // MEMORY_PER_SHARD
   return max(1, min(len(cpus), fit))
+
+
+def resolve(requested: int, num_processes: int, num_sweep_shards: int) -> int:
+  """--local_shards resolved: 0 is one per CPU (CPU backend) or 1."""
+  if requested == 1 or (requested == 0 and not malloc.backend_is_cpu()):
+    return 1
+  if not malloc.backend_is_cpu():
+    raise UserError(f'--local_shards={requested} is for the CPU backend; on '
+                    f'GPUs and TPUs one process uses every device: drop it.')
+  if num_processes > 1 or num_sweep_shards > 1:
+    raise UserError('--local_shards runs the sweep\'s shards itself; drop it, '
+                    'or drop --multihost and --config.sweep.')
+  return count(requested, allowed_cpus(), available_memory())
 
 
 def cpu_groups(cpus: Sequence[int], n: int) -> list[list[int]]:

@@ -29,8 +29,8 @@ import numpy as np
 from absl import flags
 from grain.multiprocessing import SharedMemoryArray
 
-from tfx_jax import fashion_mnist, jpeg_shards, tfds_source
-from tfx_jax.datasets import DatasetSpec, dataset_spec, host_workers
+from tfx_jax.data import fashion_mnist, jpeg_shards, tfds_source
+from tfx_jax.data.datasets import DatasetSpec, dataset_spec, host_workers
 from tfx_jax.errors import UserError
 
 # ---------------------------------------------------------------- sources

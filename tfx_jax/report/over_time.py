@@ -13,11 +13,12 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from tfx_jax import comparisons, files
-from tfx_jax import findings as fnd
-from tfx_jax.comparisons import FAMILY_NAMES
-from tfx_jax.experiments import LABELS
-from tfx_jax.results import Result
+from tfx_jax import files
+from tfx_jax.grid.experiments import LABELS
+from tfx_jax.grid.results import Result
+from tfx_jax.report import comparisons
+from tfx_jax.report import findings as fnd
+from tfx_jax.report.comparisons import FAMILY_NAMES
 
 TREATMENTS = ('transfer', 'selffer', 'transfer_ft', 'selffer_ft')  # The heatmaps.
 Curves = Mapping[str, Mapping[int, float]]  # run id -> {eval step: top-1}

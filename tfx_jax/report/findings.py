@@ -18,10 +18,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from tfx_jax.comparisons import (FAMILY_NAMES, Gap, compare, frozen_family, pct,
-                                 primary_family, unit_means, why_missing)
-from tfx_jax.experiments import LABELS
-from tfx_jax.results import Result
+from tfx_jax.grid.experiments import LABELS
+from tfx_jax.grid.results import Result
+from tfx_jax.report.comparisons import (
+  FAMILY_NAMES,
+  Gap,
+  compare,
+  frozen_family,
+  pct,
+  primary_family,
+  unit_means,
+  why_missing,
+)
 
 # The smallest difference called real: 1 point of top-1, or N_SE standard
 # errors of the paired mean when several seeds give a spread and that is larger.

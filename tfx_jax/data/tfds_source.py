@@ -27,10 +27,10 @@ def prepare_hint(tfds_name: str, data_dir: str | None) -> str:
   if tfds_name == 'imagenet2012':
     return (f'Prepare it once, without TensorFlow, with `python -m tfx_jax.prepare '
             f'imagenet2012 --manual_dir=DIR{where}` (DIR holding ILSVRC2012_img_train.tar '
-            f'and ILSVRC2012_img_val.tar; README, Preparing ImageNet), or with TensorFlow '
+            f'and ILSVRC2012_img_val.tar; docs/data.md), or with TensorFlow '
             f'with `tfds build {tfds_name} --file_format=array_record{where}`.')
   return (f'Prepare it once, on a machine with TensorFlow, with `tfds build '
-          f'{tfds_name} --file_format=array_record{where}` (README, Data).')
+          f'{tfds_name} --file_format=array_record{where}` (docs/data.md).')
 
 
 def open_split(tfds_name: str, split: str, data_dir: str | None, decoders=None):

@@ -19,8 +19,10 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from tfx_jax import config as config_lib
-from tfx_jax import checkpoints, files, results
+from tfx_jax import files
 from tfx_jax.errors import UserError
+from tfx_jax.grid import results
+from tfx_jax.training import checkpoints
 
 
 class Workdir:

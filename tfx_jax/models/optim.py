@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from tfx_jax.surgery import BIASES, FROZEN, NO_DECAY, WEIGHTS
+from tfx_jax.models.surgery import BIASES, FROZEN, NO_DECAY, WEIGHTS
 
 SCHEDULES = ('step', 'cosine', 'constant')
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tfx_jax.experiments import LABELS
-from tfx_jax.results import Result
+from tfx_jax.grid.experiments import LABELS
+from tfx_jax.grid.results import Result
 
 FAMILY_NAMES = {'random': 'random split', 'm_n': 'm/n split',
                 'all': 'all-classes task'}

@@ -6,8 +6,9 @@ import json
 import math
 import os
 
-from tfx_jax import files, tensorboard
+from tfx_jax import files
 from tfx_jax.errors import UserError
+from tfx_jax.training import tensorboard
 
 
 class DivergedError(UserError):

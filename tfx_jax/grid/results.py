@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from tfx_jax import experiments, files
+from tfx_jax import files
 from tfx_jax.errors import UserError
+from tfx_jax.grid import experiments
 
 METRIC = 'best10_top1'  # The paper's metric (PAPER.md, Metric).
 GROUPS_FILE = 'groups.json'  # In the workdir: the model's transferable groups.

@@ -86,7 +86,7 @@ def read_manifest(root: str) -> dict | None:
 
 def decode(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
   """JPEG bytes -> uint8 RGB [H, W, 3] (libjpeg-turbo via simplejpeg, the fastest
-  decoder measured here: README, Preparing ImageNet)."""
+  decoder measured here: docs/data.md, Decoder)."""
   return simplejpeg.decode_jpeg(data, 'RGB', buffer=out)
 
 
@@ -110,7 +110,7 @@ class JpegShardSource:
     manifest = read_manifest(root)
     if manifest is None or split not in manifest['splits']:
       raise UserError(f'{root} holds no complete {split!r} split; run '
-                      '`python -m tfx_jax.prepare` (README, Preparing ImageNet).')
+                      '`python -m tfx_jax.prepare` (docs/data.md).')
     self.root, self.split = root, split
     self.image_shape = (*manifest['image_size'], 3)
     self.images_per_shard = manifest['images_per_shard']

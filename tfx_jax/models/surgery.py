@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from tfx_jax.models import LAYERS
+from tfx_jax.models.convnet import LAYERS
 
 FROZEN, WEIGHTS, BIASES, NO_DECAY = 'frozen', 'weights', 'biases', 'no_decay'
 TRANSFERABLE = LAYERS[:7]  # The presets' groups: conv1..fc7; fc8 is the head.

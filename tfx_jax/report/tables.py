@@ -1,67 +1,21 @@
-"""The report: Figures 2 and 3, Table 1, the six findings and per-layer generality.
-
-Reads only W/results.csv (and W/config.json's "dataset", for titles and the
-paper overlay), retrains nothing, and writes W/report/. The same results give
-byte-identical tables, findings and figures.
-
-  python -m tfx_jax.report --workdir=W
-"""
+"""The report's tables as Markdown: Table 1 (AnB+'s gain over its controls),
+per-layer generality (AnB / base), and the six findings (findings.md)."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import flags
 
-from tfx_jax import comparisons, errors, figures, files, over_time
-from tfx_jax import findings as fnd
 from tfx_jax import paper_reference as paper
-from tfx_jax import results
-from tfx_jax.comparisons import FAMILY_NAMES
-from tfx_jax.experiments import LABELS
-from tfx_jax.results import METRIC, Result
+from tfx_jax.grid.experiments import LABELS
+from tfx_jax.grid.results import METRIC, Result
+from tfx_jax.report import comparisons, over_time
+from tfx_jax.report import findings as fnd
+from tfx_jax.report.comparisons import FAMILY_NAMES
 
-REPORT_DIR = 'report'
 GENERALITY_THRESHOLDS = (0.99, 0.95, 0.90)
 
-
-# Reading -------------------------------------------------------------------
-
-def read_dataset(workdir: str) -> tuple[str | None, list[str]]:
-  """config.json's "dataset" (None without one), and a note when unreadable."""
-  path = os.path.join(workdir, 'config.json')
-  if not files.exists(path):
-    return None, ['No config.json: dataset unknown, no paper overlay.']
-  try:
-    dataset = json.loads(files.read_text(path)).get('dataset')
-  except (OSError, ValueError, AttributeError) as e:
-    return None, [f'config.json unreadable ({type(e).__name__}): dataset '
-                  f'unknown, no paper overlay.']
-  if isinstance(dataset, dict):
-    dataset = dataset.get('name')
-  return (str(dataset) if dataset else None), []
-
-
-def read_groups(workdir: str) -> tuple[str, ...]:
-  """The model's transferable groups (W/groups.json, written by the runner);
-  conv1..fc7 for workdirs without one (the presets')."""
-  path = os.path.join(workdir, results.GROUPS_FILE)
-  if files.exists(path):
-    try:
-      groups = json.loads(files.read_text(path))['groups']
-      if groups and all(isinstance(g, str) for g in groups):
-        return tuple(groups)
-    except (OSError, ValueError, KeyError, TypeError):
-      pass
-    raise errors.UserError(f'{path} is unreadable; delete it and rerun the main '
-                           f'job, which writes it again.')
-  return figures.PRESET_GROUPS
-
-
-# Tables --------------------------------------------------------------------
 
 def _split_list(runs: Sequence[Result], family: str | None) -> str:
   return ', '.join(sorted({r.split for r in runs if r.family == family}))
@@ -199,7 +153,7 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
       f'mean of its 10 best validation top-1 values. Differences are in points '
       f'of top-1, each run paired with its reference network on the same split, '
       f'target half and seed. Every verdict is computed by a rule in '
-      f'tfx_jax/findings.py. "Difference" is each finding\'s headline '
+      f'tfx_jax/report/findings.py. "Difference" is each finding\'s headline '
       f'difference; "sd" its spread over seeds; "beyond spread" whether it '
       f'exceeds that spread ({fnd.SPREAD_RULE}). "Over time": the first '
       f'evaluation step at which the rule holds when every run\'s top-1 at '
@@ -233,61 +187,3 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
             'generality.md; each treatment against its base over training: '
             'over_time.md and over_time.png.', '']
   return '\n'.join(lines)
-
-
-# Writing -------------------------------------------------------------------
-
-def write_report(workdir: str) -> dict:
-  """Writes W/report/ from W/results.csv; returns the findings dict.
-
-  Raises UserError if results.csv is missing or malformed.
-  """
-  runs, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
-  dataset, config_notes = read_dataset(workdir)
-  groups = read_groups(workdir)
-  curves, curve_notes = over_time.read_curves(workdir, runs)
-  found = fnd.evaluate(runs, len(groups))
-  when = over_time.finding_steps(runs, curves, len(groups))
-  family = comparisons.primary_family(runs)
-  table = over_time.gaps(runs, curves, family) if family else {}
-  result = {'findings': [{**f.as_dict(), 'first_holds_at_step': when.get(f.id, (None,))[0],
-                          'holds_from_step': when.get(f.id, (None, None))[1]}
-                         for f in found]}
-  out = os.path.join(workdir, REPORT_DIR)
-  files.makedirs(out)
-  texts = {
-      'findings.json': json.dumps(result, indent=2) + '\n',
-      'findings.md': findings_markdown(found, runs, dataset,
-                                       [*config_notes, *notes], when),
-      'table1.md': table1(runs, dataset, len(groups)),
-      'generality.md': generality(runs, dataset),
-      'over_time.md': over_time.markdown(when, table, family, curve_notes),
-  }
-  for name, text in texts.items():
-    files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
-  title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
-           f'minus its base over training' if family else 'No transfer runs')
-  for name, fig, formats in (
-      ('figure2', figures.figure2(runs, dataset, groups), ('png', 'svg')),
-      ('figure3', figures.figure3(runs, dataset, groups), ('png',)),
-      ('over_time', figures.over_time(table, title, len(groups)), ('png',))):
-    for fmt in formats:
-      files.atomic_write(os.path.join(out, f'{name}.{fmt}'), figures.to_bytes(fig, fmt))
-  return result
-
-
-def main(argv: Sequence[str]) -> None:
-  """`python -m tfx_jax.report --workdir=W`: the report of W's results.csv."""
-  if len(argv) > 1:
-    raise errors.UserError(f'Unexpected arguments {list(argv[1:])}; give --workdir=W.')
-  workdir = flags.FLAGS.workdir
-  result = write_report(workdir)
-  words = {True: 'holds', False: 'does not hold', None: 'not testable'}
-  verdicts = ', '.join(f'{f["id"]} {words[f["holds"]]}' for f in result['findings'])
-  print(f'Report in {os.path.join(workdir, REPORT_DIR)}: findings {verdicts}.')
-
-
-if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'The run directory holding results.csv.',
-                      required=True)
-  errors.run(main)

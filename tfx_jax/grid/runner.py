@@ -2,7 +2,7 @@
 
 Holds what runs share: the data halves, the compiled steps, the finished bases
 (read once each), the order of the runs and this sweep shard's part of them.
-The training loop of one run is `train.train_and_evaluate`; the workdir's
+The training loop of one run is `loop.train_and_evaluate`; the workdir's
 layout is `workdir.Workdir`. A finished run (with its result.json) is skipped;
 any other run resumes from its newest checkpoint. WORKDIR/results.csv is
 rebuilt after every run.
@@ -17,12 +17,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from tfx_jax import (checkpoints, experiments, input_pipeline, local_shards, models,
-                     optim, preemption, progress, splits, surgery, train)
-from tfx_jax import config as config_lib
+from tfx_jax import progress
+from tfx_jax.data import input_pipeline, splits
 from tfx_jax.errors import UserError
-from tfx_jax.results import Result
-from tfx_jax.workdir import Workdir
+from tfx_jax.grid import checks, experiments, local_shards
+from tfx_jax.grid.results import Result
+from tfx_jax.grid.workdir import Workdir
+from tfx_jax.models import optim, registry, surgery
+from tfx_jax.training import checkpoints, loop, preemption, steps
 
 
 class Grid:
@@ -36,7 +38,7 @@ class Grid:
     # in the workdir, which every host and every later VM finds (gs:// too).
     self.label_cache = os.path.join(workdir, 'labels')
     self.is_main = jax.process_index() == 0
-    self.mesh = train.make_mesh()
+    self.mesh = steps.make_mesh()
     self.data = input_pipeline.dataset_spec(config.dataset)
     self.halves = {}  # (split, target) -> its classes
     for _, split, _ in experiments.parts(config):
@@ -51,7 +53,7 @@ class Grid:
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
     self._eval_data = {}
-    self.preprocess = train.normalizer(self.data.mean, self.data.std)
+    self.preprocess = steps.normalizer(self.data.mean, self.data.std)
     self.preemption = preemption.Watch()
 
   # Compiled functions, shared by every run with the same shapes and cut.
@@ -68,7 +70,7 @@ class Grid:
     return self._optimizers[frozen_n]
 
   def _batch_shapes(self, with_mask: bool):
-    sharding = train.batch_sharded(self.mesh)
+    sharding = steps.batch_sharded(self.mesh)
     b = self.config.eval_batch_size if with_mask else self.config.batch_size
     shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.uint8,
                                             sharding=sharding),
@@ -81,7 +83,7 @@ class Grid:
     key = (model.num_classes, frozen_n)
     if key not in self._steps:
       with self.progress.phase('compile'):
-        step = train.make_train_step(model, optimizer, self.first(frozen_n),
+        step = steps.make_train_step(model, optimizer, self.first(frozen_n),
                                      self.mesh, self.preprocess)
         self._steps[key] = step.lower(state, self._batch_shapes(False)).compile()
     return self._steps[key]
@@ -89,7 +91,7 @@ class Grid:
   def eval_step(self, model, variables):
     if model.num_classes not in self._evals:
       with self.progress.phase('compile'):
-        step = train.make_eval_step(model, self.mesh, self.preprocess)
+        step = steps.make_eval_step(model, self.mesh, self.preprocess)
         self._evals[model.num_classes] = step.lower(
             variables, self._batch_shapes(True)).compile()
     return self._evals[model.num_classes]
@@ -142,7 +144,7 @@ class Grid:
     return {b.run_id for b in needed if self.finished(b) and not self.base_ready(b)}
 
   def init_variables(self, spec: experiments.RunSpec, model):
-    return models.init_variables(model, jax.random.PRNGKey(spec.init_seed),
+    return registry.init_variables(model, jax.random.PRNGKey(spec.init_seed),
                                  self.data.image_shape)
 
   def base_variables(self, base: experiments.RunSpec):
@@ -151,9 +153,9 @@ class Grid:
     if base.run_id not in self._bases:
       if not self.finished(base):
         raise RuntimeError(f'Base {base.run_id} is not finished.')
-      model = models.create(self.config.model,
+      model = registry.create(self.config.model,
                             len(self.halves[base.split, base.target]))
-      rep = train.replicated(self.mesh)
+      rep = steps.replicated(self.mesh)
       like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                           jax.eval_shape(lambda: self.init_variables(base, model)))
       with self.progress.phase('io'):
@@ -169,14 +171,14 @@ class Grid:
     """Train and evaluate one run, resuming from its newest checkpoint."""
     c = self.config
     classes = self.halves[spec.split, spec.target]
-    model = models.create(c.model, len(classes))
+    model = registry.create(c.model, len(classes))
     variables = self.init_variables(spec, model)
     if spec.copies_base:  # Every collection: BatchNorm statistics too.
       variables = surgery.transplant_variables(
           variables, self.base_variables(spec.base), self.first(spec.n))
     params = variables.pop('params')
     optimizer = self.optimizer(params, spec.frozen_n)
-    state = train.create_state(params, optimizer, spec.init_seed, self.mesh,
+    state = steps.create_state(params, optimizer, spec.init_seed, self.mesh,
                                model_state=variables)
     step_fn = self.train_step(model, optimizer, state, spec.frozen_n)
     eval_fn = self.eval_step(model, state.variables)
@@ -186,11 +188,11 @@ class Grid:
         cache_dir=self.label_cache)
 
     def evaluate(variables) -> dict:
-      return train.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),
+      return steps.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),
                             self.local_eval_batch, self.mesh)
 
     try:
-      _, history = train.train_and_evaluate(
+      _, history = loop.train_and_evaluate(
           c, spec.run_id, self.workdir.run_dir(spec.run_id), state, step_fn, evaluate,
           data, mesh=self.mesh, watch=self.preemption, progress=self.progress,
           log=self.log, label=f'[{index + 1}/{len(self.specs)} {spec.run_id}]')
@@ -208,7 +210,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   """What a job checks before it trains (the config, the data, the workdir's
   config), one clear error each; creates the workdir and returns the model's
   transferable groups."""
-  groups = config_lib.validate(config, jax.device_count(), jax.process_count())
+  groups = checks.validate(config, jax.device_count(), jax.process_count())
   input_pipeline.check_prepared(config.dataset, config.data_dir)
   Workdir(workdir).prepare(config, groups)
   return groups

@@ -1,0 +1,10 @@
+"""The paper's grid of runs: the experiments as run specs (`experiments`),
+every check of a job before anything is written (`checks`), the runner that
+trains the grid with bases shared between transplants (`runner`), the
+workdir's layout (`workdir`), the result records behind result.json and
+results.csv (`results`), and the grid as one pinned process a core
+(`local_shards`).
+
+May import training, data, models, config and the bottom floor; never the
+report (tfx_jax.LAYERS).
+"""

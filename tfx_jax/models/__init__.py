@@ -1,0 +1,10 @@
+"""The networks and what is done to their parameter trees: the model registry
+(`registry`: the paper's convnet presets of `convnet`, ResNet-18 of `resnet`,
+or a user's linen Module), parameter-tree surgery by path (`surgery`:
+transplants and freeze labels), and the paper's solver as optax.partition
+(`optim`).
+
+Pure functions of trees. May import the floors below it (in practice errors
+and paper_reference); never data, its sibling, nor training, the grid or the
+report (tfx_jax.LAYERS).
+"""
