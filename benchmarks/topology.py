@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
 import os
 import platform
@@ -30,9 +31,13 @@ GRID = ('--config=configs/default.py:runlocal,split=random', '--config.layers=(3
 
 
 def cpu_model() -> str:
+  """'AMD EPYC (family 26, model 2), 2 CPUs': VMs often hide the rest of the name."""
   with open('/proc/cpuinfo') as f:
-    names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-  return f'{names[0] if names else platform.processor()}, {os.cpu_count()} CPUs'
+    info = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
+                if ':' in line)
+  info = {k.strip(): v.strip() for k, v in info.items()}
+  return (f'{info.get("model name", platform.processor())} (family {info.get("cpu family")}, '
+          f'model {info.get("model")}), {os.cpu_count()} CPUs')
 
 
 def top1(workdir: str, devices: int, processes: int) -> dict[str, float]:
@@ -73,7 +78,8 @@ def main() -> None:
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'rows': rows, 'largest_abs_diff': largest, 'machine': cpu_model(),
-                 'python': platform.python_version()}, f, indent=1)
+                 'python': platform.python_version(),
+                 'jax': importlib.metadata.version('jax')}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -48,9 +48,9 @@ def test_two_processes_match_one_process(tmp_path):
     # for 1 x 4, 2 for 2 x 2), by which Eigen splits conv1's kernel-gradient
     # contraction. A fixed-order all-gather reduction removed the first and
     # still measured 0.013, so it is not offered. How far training amplifies
-    # them depends on the CPU: the largest |diff| measured was 0.014 on an AMD
-    # EPYC VM and 0.035 on an Intel Xeon VM (docs/cloud.md), so the bound that
-    # holds on both is 0.05.
+    # them depends on the CPU: the largest |diff| measured was 0.014 and 0.0275
+    # on two AMD EPYC VMs and 0.035 on an Intel Xeon VM (docs/cloud.md;
+    # benchmarks/topology.py), so the bound that holds on all is 0.05.
     assert abs(float(one[run_id]['top1']) - float(two[run_id]['top1'])) <= 0.05, run_id
   # Only process 0 writes logs of progress.
   assert 'step 200/200' in (tmp_path / 'multi0.log').read_text()
