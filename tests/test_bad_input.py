@@ -3,13 +3,14 @@ names the problem and the fix, no traceback, and nothing half-written."""
 
 import glob
 import gzip
-import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import RUNLOCAL, cli
+from conftest import ROOT, RUNLOCAL, cli
 
 FMNIST = '/usr/share/datasets/fashion-mnist'
 
@@ -26,43 +27,123 @@ def corrupt_data_dir(path, how):
     f.write(raw)
 
 
+# The command every correction comes back to: one base run of the runlocal grid.
+BASE = (f'--config={RUNLOCAL}', '--config.layers=(1,)', '--config.only=(base,)',
+        '--config.report=false')
+
+
+def _truncate(path):
+  with open(path, 'r+') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _stash_config(w):
+  shutil.copy(f'{w}/config.json', f'{w}/../config.json.orig')
+
+
+def _restore_config(w):
+  shutil.copy(f'{w}/../config.json.orig', f'{w}/config.json')
+  return w
+
+
+def _truncate_config(w):
+  _stash_config(w)
+  _truncate(f'{w}/config.json')
+
+
+def _remove_config(w):
+  _stash_config(w)
+  os.remove(f'{w}/config.json')
+
+
+def _foreign(w):
+  os.makedirs(w)
+  with open(f'{w}/results.csv', 'w') as f:
+    f.write('my,own,results\n')
+
+
+# name: (arguments, texts the one line holds, how the workdir starts). 'finished'
+# (the default): a copy of a workdir that BASE finished, which a refusal must
+# leave byte for byte as it was, and where BASE then succeeds; 'fresh': no
+# workdir yet; 'path': --workdir itself is the mistake, and BASE succeeds in a
+# good one; or (set-up, fix): the workdir's content is the mistake, and the
+# fix (which returns the workdir to run BASE in) is the one the message names.
 CASES = {
     'missing config file': (['--config=configs/nope.py'],
                             ["Config file 'configs/nope.py' does not exist"]),
-    'unknown config key': ([f'--config={RUNLOCAL}', '--config.lrr=0.1'],
-                           ["Unknown config key 'lrr'", "Did you mean 'lr'"]),
-    'unknown config key, none close': ([f'--config={RUNLOCAL}', '--config.zzzzzz=1'],
+    'config file without get_config': (['--config={tmp}/noget.py'],
+                                       ["Config file '", "noget.py' has no get_config()"]),
+    'unknown config key': (['--config.lrr=0.1'], ["Unknown config key 'lrr'", "Did you mean 'lr'"]),
+    'unknown config key, none close': (['--config.zzzzzz=1'],
                                        ["Unknown config key 'zzzzzz'.", 'tfx_jax/config.py']),
+    'config value of the wrong type': (['--config.batch_size=abc'], ['Bad config value']),
     'unknown config argument': (['--config=configs/m_n_split.py:datset=cifar10'],
                                 ["Unknown config argument 'datset'", 'dataset, runlocal']),
+    'unknown flag': (['--no_such_flag=1'], ['no_such_flag']),
+    'unexpected argument': (['extra'], ["Unexpected arguments ['extra']"]),
     'unknown dataset': (['--config=configs/m_n_split.py:dataset=imagenet'],
                         ["Unknown dataset 'imagenet'", 'fashion_mnist', 'imagenet2012']),
     'dataset not prepared': (['--config=configs/m_n_split.py:dataset=cifar10',
                               '--config.data_dir={tmp}/empty'],
                              ['cifar10', 'not prepared', 'tfds build cifar10']),
-    'bad IDX magic': ([f'--config={RUNLOCAL}', '--config.data_dir={tmp}/magic'],
-                      ['Corrupted IDX file', 'bad magic']),
-    'bad IDX size': ([f'--config={RUNLOCAL}', '--config.data_dir={tmp}/size'],
-                     ['Corrupted IDX file', 'bytes, but its header']),
-    'unwritable workdir': ([f'--config={RUNLOCAL}', '--workdir={tmp}/file/w'],
-                           ['Cannot write to workdir', 'writable --workdir']),
-    'n outside 1..7': ([f'--config={RUNLOCAL}', '--config.layers=(0,8)'],
-                       ['config.layers has [0, 8]', 'n must be 1..7']),
-    'batch not divisible by devices': ([f'--config={RUNLOCAL}', '--config.batch_size=30'],
+    'bad IDX magic': (['--config.data_dir={tmp}/magic'], ['Corrupted IDX file', 'bad magic']),
+    'bad IDX size': (['--config.data_dir={tmp}/size'], ['Corrupted IDX file', 'bytes, but its header']),
+    'data_dir of an unsupported scheme': (['--config.data_dir=s3://b/data'],
+                                          ['--config.data_dir=s3://b/data: s3:// is not supported']),
+    'unknown model': (['--config.model=nonet'], ["Unknown model 'nonet'"]),
+    'model module that does not import': (['--config.model=no_such_pkg.nets:make'],
+                                          ["Cannot import module 'no_such_pkg.nets'"]),
+    'layer group that matches nothing': (['--config.layer_groups=(conv9,)'],
+                                         ["Layer group 'conv9'", 'matches no parameter']),
+    'custom split without a slash': (['--config.split=custom:0-4'],
+                                     ['write custom halves as custom:<A>/<B>']),
+    'n outside 1..7': (['--config.layers=(0,8)'], ['config.layers has [0, 8]', 'n must be 1..7']),
+    'batch not divisible by devices': (['--config.batch_size=30'],
                                        ['batch_size 30 is not divisible by the 4 devices']),
-    'NaN loss': ([f'--config={RUNLOCAL}', '--config.lr=1e12'],
-                 ['Run m_n-baseB-s0: loss is', 'at step', 'Lower the learning rate']),
-    'workdir of another config': ([f'--config={RUNLOCAL}', '--config.lr=0.5'],
+    'batch size 0': (['--config.batch_size=0'], ['config.batch_size must be 1 or more, got 0']),
+    'negative batch size': (['--config.batch_size=-32'], ['config.batch_size must be 1 or more']),
+    'no steps': (['--config.total_steps=0'], ['config.total_steps must be 1 or more']),
+    'eval_every 0': (['--config.eval_every=0'], ['config.eval_every must be 1 or more']),
+    'log_every 0': (['--config.log_every=0'], ['config.log_every must be 1 or more']),
+    'checkpoint_every 0': (['--config.checkpoint_every=0'], ['config.checkpoint_every must be 1']),
+    'eval_batch_size 0': (['--config.eval_batch_size=0'], ['config.eval_batch_size must be 1']),
+    'keep no checkpoints': (['--config.keep_checkpoints=0'],
+                            ['config.keep_checkpoints must be 1 or more', 'keep_checkpoints=2']),
+    'lr_step 0': (['--config.lr_step=0'], ['config.lr_step must be 1 or more']),
+    'misspelt schedule': (['--config.schedule=cosin'],
+                          ["config.schedule must be one of step, cosine, constant, got 'cosin'"]),
+    'learning rate 0': (['--config.lr=0'], ['config.lr must be a positive number, got 0.0']),
+    'momentum 1.5': (['--config.momentum=1.5'], ['config.momentum must be in [0, 1)']),
+    'negative eval_examples': (['--config.eval_examples=-1'],
+                               ['config.eval_examples must be 0 or more']),
+    'sweep shard out of range': (['--config.sweep.num_shards=2', '--config.sweep.shard=2'],
+                                 ['sweep.shard must be in 0..1']),
+    'NaN loss': (['--config.lr=1e12'],
+                 ['Run m_n-baseB-s0: loss is', 'at step', 'Lower the learning rate'], 'fresh'),
+    'unwritable workdir': (['--workdir={tmp}/file/w'],
+                           ['Cannot write to workdir', 'writable --workdir'], 'path'),
+    'workdir URL with one slash': (['--workdir=gs:/tfx/x'],
+                                   ['is not a URL', 'did you mean gs://tfx/x?'], 'path'),
+    'workdir of an unsupported scheme': (['--workdir=s3://b/w'],
+                                         ['s3:// is not supported', 'gs://BUCKET/PATH'], 'path'),
+    'workdir not UTF-8': ([os.fsdecode(b'--workdir=/tmp/w\xff')], ['is not valid UTF-8'], 'path'),
+    'workdir of another config': (['--config.lr=0.5'],
                                   ['holds runs of a different config', 'differs in lr',
                                    'Use a new --workdir']),
     # Checked before the shards start: one message, not one a shard.
     'workdir of another config, local shards': (
-        [f'--config={RUNLOCAL}', '--config.lr=0.5', '--local_shards=2'],
+        ['--config.lr=0.5', '--local_shards=2'],
         ['holds runs of a different config', 'differs in lr']),
-    'more local shards than CPUs': ([f'--config={RUNLOCAL}', '--local_shards=999'],
+    'unreadable config.json': ([], ['config.json is unreadable', 'restore it'],
+                               (_truncate_config, _restore_config)),
+    'runs without config.json': ([], ['holds runs but no config.json', 'restore its config.json'],
+                                 (_remove_config, _restore_config)),
+    "a directory that is not a workdir": ([], ['is not empty and not a tfx_jax workdir',
+                                               'results.csv', 'use a new or empty --workdir'],
+                                          (_foreign, lambda w: f'{w}-new')),
+    'more local shards than CPUs': (['--local_shards=999'],
                                     ['--local_shards=999 needs as many CPUs', 'pass at most']),
-    'local shards of a sweep shard': ([f'--config={RUNLOCAL}', '--local_shards=2',
-                                       '--config.sweep.num_shards=2'],
+    'local shards of a sweep shard': (['--local_shards=2', '--config.sweep.num_shards=2'],
                                       ["--local_shards runs the sweep's shards itself"]),
 }
 
@@ -75,43 +156,100 @@ def corrupt_dirs(tmp_path_factory):
   return str(base)
 
 
+@pytest.fixture(scope='module')
+def finished_workdir(tmp_path_factory):
+  """A workdir where BASE has finished its one run."""
+  workdir = str(tmp_path_factory.mktemp('finished') / 'w')
+  result = cli(*BASE, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stderr == ''  # Orbax's and absl's warnings stay off stderr.
+  return workdir
+
+
+def snapshot(root):
+  """Every file under `root` with its bytes: what a refusal must not change."""
+  out = {}
+  for folder, _, names in os.walk(root):
+    for name in names:
+      with open(os.path.join(folder, name), 'rb') as f:
+        out[os.path.relpath(os.path.join(folder, name), root)] = f.read()
+  return out
+
+
+def test_at_least_30_kinds_of_bad_input():
+  assert len(CASES) >= 30
+
+
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_bad_input_is_one_clear_message(case, tmp_path, corrupt_dirs):
-  args, expected = CASES[case]
+def test_bad_input_is_one_clear_message_and_the_fix_then_runs(case, tmp_path, corrupt_dirs,
+                                                              finished_workdir):
+  args, expected, start = (*CASES[case], 'finished')[:3]
   tmp = str(tmp_path)
   workdir = f'{tmp}/w'
   (tmp_path / 'file').write_text('a file, not a directory')
+  (tmp_path / 'noget.py').write_text('"""A config file without get_config."""\nx = 1\n')
   for name in ('magic', 'size'):
     os.symlink(f'{corrupt_dirs}/{name}', f'{tmp}/{name}')
-  if case.startswith('workdir of another config'):
-    os.makedirs(workdir)
-    result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(1,)',
-                 '--config.only=(base,)', '--config.report=false')
-    assert result.returncode == 0, result.stderr[-2000:]
+  if start == 'finished' or isinstance(start, tuple) and start[0] is not _foreign:
+    shutil.copytree(finished_workdir, workdir)
+  if isinstance(start, tuple):
+    start[0](workdir)
   args = [a.format(tmp=tmp) for a in args]
+  if not any(a.startswith('--config=') for a in args):
+    args.insert(0, BASE[0])
+  given = {a.split('=')[0] for a in args}
+  args += [b for b in BASE[1:] if b.split('=')[0] not in given]  # The case's value wins.
   if not any(a.startswith('--workdir') for a in args):
     args.append(f'--workdir={workdir}')
-  before = sorted(glob.glob(f'{workdir}/**', recursive=True))
+  before = snapshot(workdir)
   result = cli(*args)
   assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
   assert 'Traceback' not in result.stderr
-  message = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-  assert len(message) == 1, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-2000:]
   for text in expected:
-    assert text in message[0], message[0]
-  # Nothing half-written: no temp files, no results, no new finished runs.
+    assert text in lines[0], lines[0]
+  # Nothing half-written: no temp files; the workdir as it was (a fresh one
+  # holds no results and no finished run).
   assert not glob.glob(f'{tmp}/**/*.tmp', recursive=True)
-  after = sorted(glob.glob(f'{workdir}/**', recursive=True))
-  if case.startswith('workdir of another config'):
-    assert after == before
-    with open(f'{workdir}/config.json') as f:
-      assert json.load(f)['lr'] != 0.5
-  else:
+  if start == 'fresh':
     assert not os.path.exists(f'{workdir}/results.csv')
     assert not glob.glob(f'{workdir}/runs/*/result.json')
+  else:
+    assert snapshot(workdir) == before
+  # The fix the message names, then the same workdir (or the one it names)
+  # works. A finished workdir that the refusal left byte for byte as it was is
+  # one that test_a_repeated_flag_takes_its_last_value runs BASE in.
+  if start != 'finished':
+    fixed = start[1](workdir) if isinstance(start, tuple) else workdir
+    fixed = f'{tmp}/new' if start == 'fresh' else fixed
+    if start == 'path':  # A good --workdir: one that BASE finished will do.
+      shutil.copytree(finished_workdir, fixed)
+    result = cli(*BASE, f'--workdir={fixed}')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.exists(f'{fixed}/runs/m_n-baseB-s0/result.json')
 
 
-def test_verbose_shows_the_traceback(tmp_path):
+def test_verbose_shows_the_traceback_and_keeps_the_exit_code(tmp_path):
   result = cli('--config=configs/m_n_split.py:dataset=imagenet', '--verbose',
                f'--workdir={tmp_path}/w')
-  assert result.returncode != 0 and 'Traceback' in result.stderr
+  assert result.returncode == 2 and 'Traceback' in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: Unknown dataset 'imagenet'")
+
+
+@pytest.mark.parametrize('module, flag', [('main', '--workdir'), ('report', '--workdir'),
+                                          ('prepare', '--manual_dir')])
+def test_help_exits_0(module, flag):
+  result = subprocess.run([sys.executable, '-m', f'tfx_jax.{module}', '--help'], cwd=ROOT,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert flag in result.stdout
+
+
+def test_a_repeated_flag_takes_its_last_value(finished_workdir, tmp_path):
+  """Not added up, as ml_collections would for a tuple field."""
+  shutil.copytree(finished_workdir, tmp_path / 'w')
+  result = cli(*BASE, '--config.layers=(1,2)', '--config.layers=(1,)',
+               '--config.only=(transfer,)', '--config.only=(base,)', f'--workdir={tmp_path}/w')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '1 runs in' in result.stdout and '1 finished' in result.stdout, result.stdout

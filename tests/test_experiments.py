@@ -30,6 +30,9 @@ def test_run_ids_and_cut():
   assert bnb.run_id == 'm_n-B5B-s0' and bnb.frozen_n == 5
   assert bnb.base.run_id == 'm_n-baseB-s0'
   assert anb.init_seed != anb.base.init_seed != bnb.init_seed
+  # A custom split's '/' would nest folders: run ids are one path component.
+  custom = experiments.RunSpec('custom:0-3,8/4-7,9', 'transfer', 'A', 'B', 2, 0)
+  assert custom.run_id == 'custom0-3,8_4-7,9-A2B-s0'
 
 
 def test_only_and_targets_keep_needed_bases():

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,7 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tfx_jax import files
 from tfx_jax.data import fashion_mnist
-from tfx_jax.grid import workdir
+from tfx_jax.grid import lock, workdir
 from tfx_jax.training import tensorboard
 
 from conftest import BUCKET, GCS_URL, ROOT, RUNLOCAL, cli, cli_command, results
@@ -137,7 +138,10 @@ def test_finished_runs_are_remembered_not_rechecked(tmp_path, monkeypatch):
   monkeypatch.setattr(files, 'exists', lambda path: checks.append(path) or exists(path))
   assert not w.finished('base') and not w.finished('base')
   assert len(checks) == 2  # A no is asked again: another shard may finish it.
-  files.atomic_write_json(os.path.join(w.run_dir('base'), 'result.json'), {})
+  files.atomic_write_json(os.path.join(w.run_dir('base'), 'result.json'), {
+      'run_id': 'base', 'split': 'm_n', 'treatment': 'base', 'source': 'B', 'target': 'B',
+      'n': 0, 'seed': 0, 'top1': 0.5, 'top5': 0.9, 'best10_top1': 0.5, 'steps': 10,
+      'wall_s': 1.0})
   assert w.finished('base') and w.finished('base') and len(checks) == 3
 
 
@@ -192,6 +196,15 @@ def test_sigterm_then_resume_on_gcs_loses_nothing(gcs, runlocal_grid, tmp_path):
     assert proc.poll() is None, stderr_path.read_text()[-2000:]
     assert time.time() < deadline, 'checkpoint 8 of m_n-A2B-s0 never appeared'
     time.sleep(0.05)
+  # A second job on the same gs:// workdir is refused while the first runs.
+  second = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.report=false',
+               *subset)
+  assert second.returncode == 2, second.stderr[-2000:]
+  lines = second.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      f"error: Workdir '{workdir}' is in use by process {proc.pid} on "
+      f"{socket.gethostname()}, started "), lines
+  assert 'wait for it to finish, stop it, or give this job its own --workdir' in lines[0]
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
   stderr = stderr_path.read_text()
@@ -227,19 +240,22 @@ def test_object_writes_per_100_train_steps(gcs):
   """100 steps, a log line every step, an eval every 10, a checkpoint every 50:
   the logs cost one object write each per checkpoint, nothing per line."""
   workdir = f'gs://{BUCKET}/writes'
-  before = len(gcs.requests)
+  before, started = len(gcs.requests), time.time()
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.only=(base,)',
                '--config.total_steps=100', '--config.checkpoint_every=50',
                '--config.eval_every=10', '--config.log_every=1', '--config.report=false')
+  seconds = time.time() - started
   assert result.returncode == 0, result.stderr[-3000:]
   run = f'{workdir}/runs/m_n-baseB-s0'
   assert len(metrics_lines(files.read_text(f'{run}/metrics.jsonl'))) == 100 + 10
   writes = gcs.writes(before)  # Every object the run writes or deletes.
   by_kind = {kind: [w for w in writes if kind in w]
-             for kind in ('/checkpoints/', '/metrics.jsonl', '/tb/events')}
+             for kind in ('/checkpoints/', '/metrics.jsonl', '/tb/events', '/locks/')}
   assert len(by_kind['/metrics.jsonl']) == 2 and len(by_kind['/tb/events']) == 2
   # Orbax: about 30 object writes and 6 deletes (stale markers) per checkpoint.
   assert len(by_kind['/checkpoints/']) <= 2 * 40
+  # The workdir lock: written, rewritten every lock.BEAT_S seconds, deleted.
+  assert 2 <= len(by_kind['/locks/']) <= 2 + seconds // lock.BEAT_S, by_kind['/locks/']
   others = [w for w in writes if not any(w in ws for ws in by_kind.values())]
   # config.json, groups.json, a write probe and its delete, result.json,
   # results.csv twice.

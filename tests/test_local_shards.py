@@ -43,15 +43,17 @@ def test_zero_is_one_process_per_cpu_that_memory_allows():
     local_shards.count(-1, cpus, None)
 
 
-# A stand-in for the main job as shard K: writes its CPUs, records SIGTERM (then
-# exits 143 as a preempted job does), and behaves as MODE says for its shard.
+# A stand-in for the main job as shard K: writes its CPUs, records SIGTERM or
+# SIGINT (then exits 143 or 130 as a job stopped at a checkpoint does), and
+# behaves as MODE says for its shard.
 SHARD = r'''
 import os, signal, sys, time
 out, k, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-def term(*_):
-  open(f'{out}/{k}.term', 'w').close()
-  sys.exit(143)
+def term(signum, _):
+  open(f'{out}/{k}.{signal.Signals(signum).name}', 'w').close()
+  sys.exit(128 + signum)
 signal.signal(signal.SIGTERM, term)
+signal.signal(signal.SIGINT, term)
 with open(f'{out}/{k}.tmp', 'w') as f:
   f.write(','.join(map(str, sorted(os.sched_getaffinity(0)))))
 os.rename(f'{out}/{k}.tmp', f'{out}/{k}.cpus')
@@ -101,17 +103,24 @@ def test_a_failing_shard_stops_the_others_and_sets_the_exit_code(tmp_path):
   proc = start(tmp_path, 'fail1')
   out, err = proc.communicate(timeout=30)  # Not the healthy shard's 60 s.
   assert proc.returncode == 2, err
-  assert (tmp_path / '0.term').exists()  # The healthy shard was told to stop.
+  assert (tmp_path / '0.SIGTERM').exists()  # The healthy shard was told to stop.
   assert 'error: shard 1 is broken' in err
   assert 'Sweep shard 1 of 2 failed (exit code 2' in err
   assert 'All 2' not in out
 
 
-def test_sigterm_reaches_every_shard_and_the_job_exits_as_preempted(tmp_path):
+@pytest.mark.parametrize('signum, code', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_launcher_reaches_every_shard_and_the_job_exits_stopped(
+    tmp_path, signum, code):
+  """SIGTERM (preemption), or SIGINT to the launcher alone (as `kill -INT`; a
+  terminal's Ctrl-C reaches the shards too, which then get it twice)."""
   proc = start(tmp_path, 'wait')
   wait_for_files([tmp_path / '0.cpus', tmp_path / '1.cpus'])
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   _, err = proc.communicate(timeout=30)
-  assert proc.returncode == 143, err
-  assert (tmp_path / '0.term').exists() and (tmp_path / '1.term').exists()
-  assert 'every shard saved a checkpoint; run the same command again' in err
+  assert proc.returncode == code, err
+  name = signal.Signals(signum).name
+  assert (tmp_path / f'0.{name}').exists() and (tmp_path / f'1.{name}').exists()
+  assert 'Traceback' not in err
+  assert err.strip().splitlines() == [
+      'Stopped: every shard saved a checkpoint; run the same command again to resume.']

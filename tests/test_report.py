@@ -351,3 +351,37 @@ def test_any_number_of_groups_scales_the_rules_and_names_the_ticks(tmp_path):
                         'fashion_mnist', groups)
   ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
   assert ticks == ['0', *(f'{n} {g}' for n, g in enumerate(groups, 1))]
+
+
+def test_a_custom_split_gets_the_findings_of_a_random_one_and_says_so(tmp_path):
+  table = rows(paper_like, splits=('custom:0-4/5-9',))
+  result = writer.write_report(write_results(tmp_path, table))
+  found = {f['id']: f for f in result['findings']}
+  assert [found[i]['holds'] for i in (1, 2, 3, 4)] == [True, True, True, True]
+  assert all(found[i]['evidence'].startswith('[custom split] ') for i in (1, 2, 3, 4))
+  assert found[5]['holds'] is None  # It needs the m/n split beside a random one.
+  text = (tmp_path / 'report' / 'findings.md').read_text()
+  assert ('No random split in the results: findings 1-4, Figure 2 and Table 1 use the '
+          'custom split (custom:0-4/5-9).') in text
+  assert 'custom split (custom:0-4/5-9)' in (tmp_path / 'report' / 'table1.md').read_text()
+
+
+def test_results_csv_from_a_spreadsheet_reads_with_its_bom_and_crlf(tmp_path):
+  table = rows(paper_like)
+  write_results(tmp_path / 'plain', table)
+  text = (tmp_path / 'plain' / 'results.csv').read_text()
+  write_results(tmp_path / 'excel', table)
+  (tmp_path / 'excel' / 'results.csv').write_bytes(
+      b'\xef\xbb\xbf' + text.replace('\n', '\r\n').encode())
+  assert (writer.write_report(str(tmp_path / 'excel')) ==
+          writer.write_report(str(tmp_path / 'plain')))
+
+
+def test_a_report_path_that_is_a_file_is_one_clear_error(tmp_path):
+  write_results(tmp_path, rows(paper_like))
+  (tmp_path / 'report').write_text('not a directory')
+  result = report_cli(f'--workdir={tmp_path}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines() == [
+      f'error: {tmp_path}/report is a file, where the report goes; move it away, then '
+      f'write the report again.']

@@ -5,6 +5,7 @@ import glob
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -49,25 +50,33 @@ def finish_and_compare(workdir, reference, *extra):
   return rows, result
 
 
-def test_sigterm_saves_at_the_current_step_and_resumes(runlocal_grid, tmp_path):
+@pytest.mark.parametrize('signum, code, what', [
+    (signal.SIGTERM, 143, r'Preempted \(SIGTERM\)'),
+    (signal.SIGINT, 130, r'Interrupted \(Ctrl-C\)')])
+def test_a_signal_saves_at_the_current_step_and_resumes(runlocal_grid, tmp_path, signum,
+                                                        code, what):
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) alike: one line, nothing else."""
   workdir = str(tmp_path)
-  proc = start(workdir, '--config.layers=(2,)')
+  proc = start(workdir, '--config.layers=(2,)', '--config.only=(selffer,)')  # baseB, B2B.
   run = os.path.join(workdir, 'runs', 'm_n-B2B-s0')
   wait_for(os.path.join(run, 'checkpoints', '8'), proc)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   proc.wait(timeout=120)
   stderr = stderr_of(workdir)
-  assert proc.returncode == 143, stderr[-2000:]
-  match = re.search(r'Preempted \(SIGTERM\) in run (\S+) at step (\d+); its checkpoint '
+  assert proc.returncode == code, stderr[-2000:]
+  assert len(stderr.strip().splitlines()) == 1, stderr[-2000:]
+  match = re.search(what + r' in run (\S+) at step (\d+); its checkpoint '
                     r'is saved\. Run the same command again to resume\.', stderr)
   assert match, stderr[-2000:]
   run_id, step = match.group(1), int(match.group(2))
   assert os.path.isdir(os.path.join(workdir, 'runs', run_id, 'checkpoints', str(step)))
   assert not os.path.exists(os.path.join(workdir, 'runs', run_id, 'result.json'))
+  if signum != signal.SIGTERM:
+    return  # The same checkpoint as SIGTERM's, whose resume follows.
   rows, result = finish_and_compare(workdir, results(runlocal_grid[0]),
-                                    '--config.layers=(2,)')
+                                    '--config.layers=(2,)', '--config.only=(selffer,)')
   assert f'resuming {run_id} from step {step}' in result.stdout
-  assert len(rows) == 6
+  assert set(rows) == {'m_n-baseB-s0', 'm_n-B2B-s0'}
 
 
 def test_sigkill_at_three_random_moments(runlocal_grid, tmp_path):
@@ -111,3 +120,75 @@ def test_corrupted_latest_checkpoint_falls_back(runlocal_grid, tmp_path, damage)
   assert 'resuming m_n-A2B-s0 from step 8' in result.stdout
   assert 'unreadable' in result.stderr and os.path.isdir(os.path.join(checkpoints, 'corrupt-16'))
   assert set(rows) == {'m_n-baseA-s0', 'm_n-A2B-s0'}
+
+
+def copy_runs(runlocal_grid, workdir, *run_ids):
+  """A workdir of the runlocal grid's config holding some of its finished runs."""
+  os.makedirs(os.path.join(workdir, 'runs'))
+  for name in ('config.json', 'groups.json'):
+    shutil.copy(os.path.join(runlocal_grid[0], name), workdir)
+  for run_id in run_ids:
+    shutil.copytree(os.path.join(runlocal_grid[0], 'runs', run_id),
+                    os.path.join(workdir, 'runs', run_id))
+
+
+def test_an_unreadable_final_checkpoint_of_a_finished_base_is_trained_again(runlocal_grid,
+                                                                            tmp_path):
+  workdir = str(tmp_path)
+  copy_runs(runlocal_grid, workdir, 'm_n-baseA-s0')
+  final = os.path.join(workdir, 'runs', 'm_n-baseA-s0', 'checkpoints', '24')
+  for path in glob.glob(os.path.join(final, 'state', '**', '*'), recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  rows, result = finish_and_compare(workdir, results(runlocal_grid[0]),
+                                    '--config.layers=(2,)', '--config.only=(transfer,)')
+  assert 'final checkpoint of base m_n-baseA-s0 is unreadable' in result.stderr
+  assert os.path.isdir(f'{final}/../corrupt-24')
+  assert 'resuming m_n-baseA-s0 from step 16' in result.stdout
+  assert {'m_n-baseA-s0', 'm_n-A2B-s0'} <= set(rows)
+
+
+def test_an_unreadable_result_json_means_the_run_resumes(runlocal_grid, tmp_path):
+  workdir = str(tmp_path)
+  args = ('--config.layers=(1,)', '--config.only=(base,)')
+  copy_runs(runlocal_grid, workdir, 'm_n-baseB-s0')
+  path = os.path.join(workdir, 'runs', 'm_n-baseB-s0', 'result.json')
+  with open(path, 'r+') as f:
+    f.truncate(10)
+  rows, result = finish_and_compare(workdir, results(runlocal_grid[0]), *args)
+  assert result.stderr.strip().splitlines() == [
+      f'warning: {path} is unreadable (JSONDecodeError); moved to '
+      f'{os.path.dirname(path)}/result-unreadable.json: the run counts as unfinished and '
+      f'resumes from its newest checkpoint.']
+  assert 'resuming m_n-baseB-s0 from step 24' in result.stdout
+  assert set(rows) == {'m_n-baseB-s0'}
+
+
+def test_one_checkpoint_kept_is_enough_for_the_transplants(runlocal_grid, tmp_path):
+  rows, _ = finish_and_compare(str(tmp_path), results(runlocal_grid[0]),
+                               '--config.layers=(3,)', '--config.only=(transfer,)',
+                               '--config.keep_checkpoints=1')
+  assert set(rows) == {'m_n-baseA-s0', 'm_n-A3B-s0'}
+  assert os.listdir(tmp_path / 'runs' / 'm_n-baseA-s0' / 'checkpoints') == ['24']
+
+
+def test_a_second_job_on_a_workdir_in_use_is_refused(tmp_path):
+  workdir = str(tmp_path / 'w')
+  first = start(workdir, '--config.layers=(1,)', '--config.total_steps=2000',
+                '--config.lr_step=1000')
+  wait_for(os.path.join(workdir, 'runs', 'm_n-baseB-s0', 'checkpoints', '8'), first)
+  second = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(1,)',
+               '--config.total_steps=2000', '--config.lr_step=1000', '--config.report=false')
+  assert second.returncode == 2, second.stderr[-2000:]
+  assert second.stderr.strip().splitlines() == [second.stderr.strip()]
+  assert f'is in use by process {first.pid} on ' in second.stderr
+  first.send_signal(signal.SIGKILL)  # The kernel releases its lock.
+  first.wait()
+  checkpoints = os.path.join(workdir, 'runs', 'm_n-baseB-s0', 'checkpoints')
+  steps = lambda: {int(n) for n in os.listdir(checkpoints) if n.isdigit()}
+  third = start(workdir, '--config.layers=(1,)', '--config.total_steps=2000',
+                '--config.lr_step=1000')
+  wait_for(os.path.join(checkpoints, str(max(steps()) + 8)), third)  # It trains.
+  third.send_signal(signal.SIGTERM)
+  assert third.wait(timeout=120) == 143, stderr_of(workdir)[-2000:]

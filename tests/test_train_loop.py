@@ -3,6 +3,7 @@ after a preemption to the same bits, and the stop on NaN."""
 
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -38,10 +39,11 @@ class Batches:
 
 
 class StopAt:
-  """A preemption watch that fires once `steps` train steps have been taken."""
+  """A preemption watch that fires once `steps` train steps have been taken,
+  as a SIGTERM would."""
 
   def __init__(self, steps=None):
-    self.steps, self._at = 0, steps
+    self.steps, self._at, self.signum = 0, steps, signal.SIGTERM
 
   def stepped(self):
     self.steps += 1

@@ -16,5 +16,6 @@ LAYERS = (
     ('training',),  # train state, steps, loop, checkpoints, metrics
     ('data', 'models'),  # datasets, splits, pipelines | networks, surgery, solver
     ('config',),  # every field and its default
-    ('errors', 'files', 'progress', 'paper_reference'),
+    ('files', 'progress', 'paper_reference'),
+    ('errors',),  # one line and exit 2 for bad input; our warnings
 )

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import re
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 EXIT_CODE = 2  # As absl and argparse exit on bad flags.
+
+flags.DEFINE_bool('verbose', False, 'Show library logs and warnings, and Python tracebacks '
+                  'for input errors (the exit code stays the same).')
 
 
 class UserError(ValueError):
@@ -32,6 +37,11 @@ def explain(error: BaseException) -> str:
   if 'Failed loading config file' in text and missing:
     return (f'Config file {missing.group(1)!r} does not exist; pass an existing '
             f'file, e.g. --config=configs/default.py.')
+  if "has no attribute 'get_config'" in text:
+    given = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]
+    name = f"{given[-1].split(':')[0]!r} " if given else ''
+    return (f'Config file {name}has no get_config(); a config file defines '
+            f'get_config(arg=None), as configs/m_n_split.py does.')
   # ml_collections on an unknown --config.KEY: 'KEY', and 'Did you mean "K"' if close.
   attribute = next((str(e) for e in chain if isinstance(e, AttributeError)), '')
   unknown = re.match(r"""(?:'\\'|"')(\w+)(?:\\'|')""", attribute)  # A KeyError's repr.
@@ -46,30 +56,58 @@ def explain(error: BaseException) -> str:
   return first
 
 
+HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
 def _verbose() -> bool:
-  return 'verbose' in flags.FLAGS and flags.FLAGS['verbose'].value
+  return flags.FLAGS.is_parsed() and flags.FLAGS.verbose
 
 
-def _fail(message: str) -> None:
+def warn(message: str) -> None:
+  """A warning of ours, on stderr whatever the verbosity: `warning: ...`."""
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+def _fail(message: str, verbose: bool = False) -> None:
+  """One line on stderr and exit 2; with --verbose, the traceback before it."""
+  if verbose:
+    traceback.print_exc()
   print(f'error: {message}', file=sys.stderr)
   sys.exit(EXIT_CODE)
 
 
+def last_wins(argv: list[str]) -> list[str]:
+  """argv with only the last `--config.FIELD=` of each field: ml_collections
+  would add a repeated tuple field's values up (`--config.layers=2
+  --config.layers=3` ran both); like every other flag, the last one wins."""
+  field = lambda arg: (re.match(r'--?(config\.[\w.]+)=', arg) or [None, None])[1]
+  end = argv.index('--') if '--' in argv else len(argv)
+  last = {field(a): i for i, a in enumerate(argv[:end])}
+  return [a for i, a in enumerate(argv) if i >= end or not field(a) or last[field(a)] == i]
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(last_wins(argv))
+  except SystemExit as e:  # absl printed the usage for --help, and exits 1.
+    if any(a.split('=')[0] in HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise e
   except Exception as e:  # pylint: disable=broad-except
-    if '--verbose' in argv:
-      raise
-    _fail(explain(e))
+    _fail(explain(e), '--verbose' in argv)
     raise  # Unreachable: _fail exits.
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run(main), reporting bad flags and UserErrors the house way."""
+  """absl's app.run(main), reporting bad flags and UserErrors the house way:
+  exit 2 with one line, --verbose or not (it adds the traceback)."""
+  def quiet_main(argv):
+    if not flags.FLAGS.verbose:  # Libraries' logs and warnings (Orbax, JAX) stay off stderr.
+      logging.set_verbosity(logging.ERROR)
+      warnings.simplefilter('ignore')
+    main(argv)
+
   try:
-    app.run(main, flags_parser=_parse_flags)
+    app.run(quiet_main, flags_parser=_parse_flags)
   except UserError as e:
-    if _verbose():
-      raise
-    _fail(str(e))
+    _fail(str(e), _verbose())

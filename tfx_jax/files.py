@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import fsspec
-from absl import logging
 from etils import epath
+
+from tfx_jax import errors
 
 # Several processes (sweep shards, pod hosts) share a workdir. gcsfs caches
 # directory listings for the life of the process by default, and answers
@@ -30,6 +32,27 @@ fsspec.config.conf.setdefault('gcs', {}).setdefault('use_listings_cache', False)
 
 def is_local(path: str | os.PathLike) -> bool:
   return '://' not in os.fspath(path)
+
+
+def check_path(path: str, flag: str) -> None:
+  """A UserError naming `flag` unless `path` is a local path or gs://BUCKET/...:
+  caught at start-up, not at the first checkpoint hours later."""
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    raise errors.UserError(f'{flag}={path.encode("utf-8", "surrogateescape")!r} is not '
+                           f'valid UTF-8; use a path whose name is.') from None
+  scheme, sep, rest = path.partition('://')
+  if sep:
+    if scheme != 'gs':
+      raise errors.UserError(f'{flag}={path}: {scheme}:// is not supported; use a local '
+                             f'path or gs://BUCKET/PATH.')
+    if not rest.split('/')[0]:
+      raise errors.UserError(f'{flag}={path} names no bucket; use gs://BUCKET/PATH.')
+  elif re.match(r'(gs|gcs|s3|https?|file|hdfs|az|abfss?):/', path):
+    scheme, rest = path.split(':', 1)
+    raise errors.UserError(f'{flag}={path} is not a URL (one slash after {scheme}:); did '
+                           f'you mean {scheme}://{rest.lstrip("/")}?')
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -100,8 +123,8 @@ def write_settled(path: str | os.PathLike, render: Callable[[], str | bytes],
     if again == data:
       return
     data = again
-  logging.warning('%s kept changing while being written (%d attempts); the '
-                  'next write brings it up to date.', path, attempts)
+  errors.warn(f'{path} kept changing while being written ({attempts} attempts); the '
+              f'next write brings it up to date.')
 
 
 def move(source: str, destination: str) -> None:

@@ -30,7 +30,6 @@ flags.DEFINE_bool('tune_malloc', True, 'glibc malloc: one arena, no mmap, no tri
 flags.DEFINE_integer('local_shards', 1, 'Run the sweep as this many processes, each pinned to '
                      'its share of the CPUs (CPU backend; small nets train faster so); 0: one '
                      'per CPU that memory allows, or 1 on GPUs and TPUs.')
-flags.DEFINE_bool('verbose', False, 'Show library logs, and Python tracebacks for input errors.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -38,8 +37,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   if FLAGS.tune_malloc and malloc.backend_is_cpu():
     malloc.tune()  # Before JAX starts its threads.
-  if not FLAGS.verbose:
-    logging.set_verbosity(logging.WARNING)  # Orbax and JAX log much at INFO.
   if FLAGS.compilation_cache:  # Compiled steps persist: resumes and reruns skip compiling.
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
@@ -73,7 +70,10 @@ def run():
     errors.run(main)
   except preemption.Preempted as e:
     print(str(e), file=sys.stderr)
-    sys.exit(preemption.EXIT_CODE)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C before the runs' watch, or on several hosts.
+    print('Interrupted (Ctrl-C); runs resume from their last saved checkpoint.', file=sys.stderr)
+    sys.exit(preemption.INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from tfx_jax import files
+from tfx_jax import errors, files
 from tfx_jax.errors import UserError
 
 
@@ -118,7 +118,7 @@ def _save_cache(paths: list[str], labels: np.ndarray) -> None:
       return
     except OSError as e:
       logging.info('Could not cache the label index in %s: %s', path, e)
-  logging.warning('Could not cache the label index in any of %s.', paths)
+  errors.warn(f'Could not cache the label index in any of {paths}.')
 
 
 def wnid_relabel(labels_file: str) -> np.ndarray:

@@ -1,15 +1,57 @@
 """Every check of a job's config, once, before anything runs or is written:
-the dataset, the model's groups, the splits, the batch against the devices,
-the sweep shard and the study the grid makes."""
+each field's range, the dataset, the model's groups, the splits, the batch
+against the devices, the sweep shard and the study the grid makes."""
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
+from tfx_jax import config as config_lib
+from tfx_jax import files
 from tfx_jax.data import datasets, splits
 from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments
-from tfx_jax.models import registry
+from tfx_jax.models import optim, registry
+
+# Fields that count something: at least 1 (keep_checkpoints too: the final
+# checkpoint is what transplants read), or at least 0.
+AT_LEAST_1 = ('batch_size', 'eval_batch_size', 'total_steps', 'lr_step', 'eval_every',
+              'log_every', 'checkpoint_every', 'keep_checkpoints', 'sweep.num_shards')
+AT_LEAST_0 = ('eval_examples', 'warmup_steps')
+
+
+def _field(c: ml_collections.ConfigDict, name: str):
+  value = c
+  for key in name.split('.'):
+    value = value[key]
+  return value
+
+
+def fields(c: ml_collections.ConfigDict) -> None:
+  """Each field's own range, one UserError naming the field and a valid value."""
+  for names, low in ((AT_LEAST_1, 1), (AT_LEAST_0, 0)):
+    for name in names:
+      value = _field(c, name)
+      if value < low:
+        raise UserError(f'config.{name} must be {low} or more, got {value}; e.g. '
+                        f'--config.{name}={max(low, _field(config_lib.base_config(), name))}.')
+  for name, ok, rule, example in (
+      ('lr', c.lr > 0 and math.isfinite(c.lr), 'a positive number', 0.01),
+      ('lr_gamma', c.lr_gamma > 0 and math.isfinite(c.lr_gamma), 'a positive number', 0.1),
+      ('momentum', 0 <= c.momentum < 1, 'in [0, 1)', 0.9),
+      ('weight_decay', 0 <= c.weight_decay < math.inf, '0 or more', 5e-4),
+      ('bias_lr_mult', 0 <= c.bias_lr_mult < math.inf, '0 or more', 2),
+      ('num_workers', c.num_workers >= -1, '-1 (auto), 0 or more', -1),
+      ('sweep.wait_minutes', c.sweep.wait_minutes > 0, 'a positive number', 60),
+      ('sweep.poll_seconds', c.sweep.poll_seconds > 0, 'a positive number', 30)):
+    if not ok:
+      raise UserError(f'config.{name} must be {rule}, got {_field(c, name)}; e.g. '
+                      f'--config.{name}={example}.')
+  if c.schedule not in optim.SCHEDULES:
+    raise UserError(f'config.schedule must be one of {", ".join(optim.SCHEDULES)}, got '
+                    f'{c.schedule!r}; e.g. --config.schedule=step.')
 
 
 def validate(c: ml_collections.ConfigDict, num_devices: int,
@@ -17,6 +59,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   """Every check of a config, once, before anything runs; UserError on the first
   problem. `num_devices` and `num_processes`: of the whole job. Returns the
   model's ordered transferable groups, which the checks need."""
+  fields(c)
+  if c.data_dir:
+    files.check_path(c.data_dir, '--config.data_dir')
   spec = datasets.dataset_spec(c.dataset)
   groups = registry.transferable_groups(c.model, spec.image_shape,
                                         experiments.names(c.layer_groups))

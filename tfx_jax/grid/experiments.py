@@ -36,7 +36,8 @@ class RunSpec:
 
   @property
   def run_id(self) -> str:
-    """Stable, filesystem-safe, e.g. 'random0-A3B+-s0', 'm_n-baseB-s1'."""
+    """Stable, filesystem-safe on every OS, e.g. 'random0-A3B+-s0', 'm_n-baseB-s1',
+    'custom0-3,8_4-7,9-A2B-s0' (a custom split's '/' becomes '_')."""
     if self.treatment == 'base':
       label = f'base{self.target}'
     elif self.treatment == 'random_frozen':
@@ -44,7 +45,8 @@ class RunSpec:
     else:
       label = f'{self.source}{self.n}{self.target}'
       label += '+' if self.treatment.endswith('_ft') else ''
-    return f'{self.split.replace(":", "")}-{label}-s{self.seed}'
+    split = re.sub(r'[^\w,.+-]', '_', self.split.replace(':', ''))
+    return f'{split}-{label}-s{self.seed}'
 
   @property
   def copies_base(self) -> bool:

@@ -111,21 +111,26 @@ def shard_command(argv: Sequence[str], n: int, k: int) -> list[str]:
 def run(argv: Sequence[str], n: int) -> None:
   """Runs shards 0..n-1 of the sweep, each pinned to its CPUs, until all end.
 
-  SIGTERM is passed on (each shard checkpoints and stops). When a shard fails,
-  the others are stopped the same way and this process exits with its code.
+  SIGTERM and SIGINT (Ctrl-C) are passed on: each shard checkpoints and stops,
+  and this process exits as they do. When a shard fails, the others are
+  stopped with SIGTERM and this process exits with its code.
   """
   groups = cpu_groups(allowed_cpus(), n)
   print(f'The sweep as {n} processes on this machine, each printing its own '
         f'progress: ' + ', '.join(f'shard {k} on CPUs {cpu_list(g)}'
                                   for k, g in enumerate(groups)) + '.', flush=True)
-  start, procs, failed = time.perf_counter(), [], None
+  start, procs, failed, received = time.perf_counter(), [], None, []
 
-  def stop(*_):
+  def stop(signum=signal.SIGTERM):
     for p in procs:
       if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(signum)
 
-  previous = signal.signal(signal.SIGTERM, stop)
+  def on_signal(signum, _frame):
+    received.append(signum)
+    stop(signum)
+
+  previous = {s: signal.signal(s, on_signal) for s in preemption.SIGNALS}
   try:
     mask = os.sched_getaffinity(0)
     try:
@@ -140,12 +145,9 @@ def run(argv: Sequence[str], n: int) -> None:
         if failed is not None:
           stop()
       time.sleep(0.5)
-  except KeyboardInterrupt:  # Ctrl-C reached the shards too; let them end.
-    for p in procs:
-      p.wait()
-    raise
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
   codes = [p.returncode for p in procs]
   failed = failed if failed is not None else next((k for k, c in enumerate(codes) if c), None)
   if failed is None:
@@ -153,7 +155,8 @@ def run(argv: Sequence[str], n: int) -> None:
           flush=True)
     return
   code = codes[failed] if codes[failed] > 0 else 128 - codes[failed]  # -N: signal N.
-  if code == preemption.EXIT_CODE:
+  if received or code in (preemption.EXIT_CODE, preemption.INTERRUPTED):
+    code = 128 + received[0] if received else code
     print('Stopped: every shard saved a checkpoint; run the same command again '
           'to resume.', file=sys.stderr)
   else:

@@ -67,7 +67,7 @@ class Result:
 
   @property
   def family(self) -> str | None:
-    """'random', 'm_n' or 'all'; runs on every class (target 'all') are 'all'
+    """'random', 'm_n', 'custom' or 'all'; runs on every class (target 'all') are 'all'
     whatever split the runner named, so random frozen filters meet their base."""
     return 'all' if self.target == 'all' else split_family(self.split)
 
@@ -80,7 +80,10 @@ _INTS, _FLOATS = ('n', 'seed', 'steps'), ('top1', 'top5', METRIC, 'wall_s')
 
 
 def split_family(split: str) -> str | None:
-  """'random:<seed>' -> 'random'; 'm_n' and 'all' are their own; else None."""
+  """'random:<seed>' -> 'random', 'custom:<A>/<B>' -> 'custom'; 'm_n' and 'all'
+  are their own; else None."""
+  if split.startswith('custom:'):
+    return 'custom'
   if split.startswith('random:'):
     return 'random'
   return split if split in ('m_n', 'all') else None
@@ -150,7 +153,9 @@ def read_csv(path: str) -> tuple[list[Result], list[str]]:
     raise UserError(f'No results file at {path}: run the grid first (it writes '
                     f'results.csv into its workdir), or pass that --workdir.')
   try:
-    with io.StringIO(files.read_text(path), newline='') as f:
+    text = files.read_text(path)
+    text = text[1:] if text.startswith('\ufeff') else text  # A spreadsheet's BOM.
+    with io.StringIO(text, newline='') as f:
       reader = csv.DictReader(f)
       if reader.fieldnames is None:
         raise UserError(f'{path} is empty; expected the header {",".join(COLUMNS)}.')
@@ -173,7 +178,7 @@ def read_csv(path: str) -> tuple[list[Result], list[str]]:
   unknown = sorted({r.split for r in latest.values() if r.family is None})
   if unknown:
     notes.append(f'Rows of unknown split(s) {", ".join(unknown)} were ignored '
-                 f'(known: random:<seed>, m_n, all).')
+                 f'(known: random:<seed>, m_n, custom:<A>/<B>, all).')
   runs = sorted((r for r in latest.values() if r.family is not None),
                 key=lambda r: r.sort_key)
   return runs, notes

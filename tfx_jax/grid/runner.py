@@ -10,6 +10,7 @@ rebuilt after every run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -17,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from tfx_jax import progress
+from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, splits
 from tfx_jax.errors import UserError
-from tfx_jax.grid import checks, experiments, local_shards
+from tfx_jax.grid import checks, experiments, local_shards, lock
 from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
@@ -127,7 +128,7 @@ class Grid:
             f'sweep shard {owner} trains; start that shard (or raise '
             f'--config.sweep.wait_minutes), then run this command again.')
       if self.preemption.reached():
-        raise preemption.Preempted(base.run_id, 0)
+        raise preemption.Preempted(base.run_id, 0, self.preemption.signum)
       time.sleep(sweep.poll_seconds)
 
   def base_ready(self, base: experiments.RunSpec) -> bool:
@@ -141,7 +142,24 @@ class Grid:
     checkpoints) that an unfinished run transplants from: they are trained
     again, as they were."""
     needed = {s.base for s in self.specs if s.base and not self.finished(s)}
+    for base in needed:
+      if self.base_ready(base):
+        self._read_or_move_aside(base)
     return {b.run_id for b in needed if self.finished(b) and not self.base_ready(b)}
+
+  def _read_or_move_aside(self, base: experiments.RunSpec) -> None:
+    """Reads a finished base's final checkpoint now (its transplants need it
+    anyway): an unreadable one is moved aside with a warning, so that the base
+    counts as lost and is trained again."""
+    try:
+      self.base_variables(base)
+    except Exception as e:  # pylint: disable=broad-except  # Orbax raises many kinds.
+      directory, step = self.workdir.checkpoint_dir(base.run_id), self.config.total_steps
+      aside = os.path.join(directory, f'corrupt-{step}')
+      errors.warn(f'The final checkpoint of base {base.run_id} is unreadable '
+                  f'({type(e).__name__}); moved to {aside}: the base is trained again.')
+      if self.is_main:
+        files.move(os.path.join(directory, str(step)), aside)
 
   def init_variables(self, spec: experiments.RunSpec, model):
     return registry.init_variables(model, jax.random.PRNGKey(spec.init_seed),
@@ -207,11 +225,15 @@ class Grid:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
-  """What a job checks before it trains (the config, the data, the workdir's
-  config), one clear error each; creates the workdir and returns the model's
+  """What a job checks before it trains (the config, the data, the workdir:
+  its path, its config, no other live job on it), one clear error each, before
+  anything is written; creates the workdir and returns the model's
   transferable groups."""
+  files.check_path(workdir, '--workdir')
   groups = checks.validate(config, jax.device_count(), jax.process_count())
   input_pipeline.check_prepared(config.dataset, config.data_dir)
+  if jax.process_index() == 0:
+    lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards)
   Workdir(workdir).prepare(config, groups)
   return groups
 
@@ -229,7 +251,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
 
   Returns whether the whole grid is finished (every shard's runs).
   """
-  grid = Grid(config, workdir, prepare(config, workdir))
+  groups = prepare(config, workdir)
+  with (lock.held(workdir, config.sweep.shard, config.sweep.num_shards)
+        if jax.process_index() == 0 else contextlib.nullcontext()):
+    return _run(Grid(config, workdir, groups))
+
+
+def _run(grid: Grid) -> bool:
+  config, workdir = grid.config, grid.workdir.path
   shards, shard = config.sweep.num_shards, config.sweep.shard
   mine = [i for i in range(len(grid.specs)) if shard_of(i, shards) == shard]
   lost = grid.lost_bases()

@@ -19,7 +19,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from tfx_jax import config as config_lib
-from tfx_jax import files
+from tfx_jax import errors, files
 from tfx_jax.errors import UserError
 from tfx_jax.grid import results
 from tfx_jax.training import checkpoints
@@ -43,13 +43,31 @@ class Workdir:
     return os.path.join(self.run_dir(run_id), 'result.json')
 
   def finished(self, run_id: str) -> bool:
-    """Whether the run has its result.json; process 0 decides for all."""
+    """Whether the run has a readable result.json; process 0 decides for all.
+
+    An unreadable one (truncated, edited) is moved aside with a warning: the
+    run is unfinished, and resumes from its newest checkpoint."""
     if run_id in self._finished:
       return True
-    done = _agreed(files.exists(self._result_path(run_id)))
+    done = _agreed(self.is_main and self.read_result(run_id) is not None)
     if done:
       self._finished.add(run_id)
     return done
+
+  def read_result(self, run_id: str) -> results.Result | None:
+    """The run's result.json; None when it has none or an unreadable one,
+    which is then moved aside (`result-unreadable.json`) with a warning."""
+    path = self._result_path(run_id)
+    if not files.exists(path):
+      return None
+    try:
+      return results.from_dict(json.loads(files.read_text(path)), path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # And UserError.
+      aside = os.path.join(self.run_dir(run_id), 'result-unreadable.json')
+      errors.warn(f'{path} is unreadable ({type(e).__name__}); moved to {aside}: the run '
+                  f'counts as unfinished and resumes from its newest checkpoint.')
+      files.move(path, aside)
+      return None
 
   def has_checkpoint(self, run_id: str, step: int) -> bool:
     """Whether the run's checkpoint of `step` is there (a workdir copied
@@ -79,23 +97,20 @@ class Workdir:
     def render() -> str:
       others = [r for r in files.listdir(os.path.join(self.path, 'runs'))
                 if r not in first]
-      found = []
-      for run_id in first + others:
-        result_path = self._result_path(run_id)
-        if files.exists(result_path):
-          found.append(results.from_dict(json.loads(files.read_text(result_path)),
-                                         result_path))
-      return results.to_csv(found)
+      found = [self.read_result(run_id) for run_id in first + others]
+      return results.to_csv([r for r in found if r is not None])
 
     files.write_settled(path, render)
     return path
 
   def prepare(self, config: ml_collections.ConfigDict, groups: tuple[str, ...] = ()) -> None:
     """Create the workdir and snapshot the config and the model's transferable
-    groups (for the report); refuse a different config."""
+    groups (for the report); refuse a different config, and a directory that
+    holds something else than a tfx_jax workdir."""
+    self._refuse_foreign()
     try:
       files.makedirs(self.path)
-      probe = os.path.join(self.path, f'.write-test-{os.getpid()}')
+      probe = os.path.join(self.path, f'{_PROBE}{os.getpid()}')
       files.atomic_write(probe, 'ok')
       epath.Path(probe).unlink()
     except OSError as e:
@@ -104,7 +119,15 @@ class Workdir:
     snapshot = json.loads(config.to_json_best_effort())
     path = os.path.join(self.path, 'config.json')
     if files.exists(path):
-      differ = config_lib.differing_fields(json.loads(files.read_text(path)), snapshot)
+      try:
+        held = json.loads(files.read_text(path))
+        if not isinstance(held, dict):
+          raise ValueError('not a JSON object')
+      except (OSError, ValueError) as e:
+        raise UserError(f'{path} is unreadable ({type(e).__name__}: {str(e)[:80]}), so '
+                        f'nothing can check which config its runs were trained with; '
+                        f'restore it, or use a new --workdir.') from None
+      differ = config_lib.differing_fields(held, snapshot)
       if differ:
         raise UserError(
             f'Workdir {self.path!r} holds runs of a different config (it differs '
@@ -115,6 +138,25 @@ class Workdir:
       if groups:
         files.atomic_write_json(os.path.join(self.path, results.GROUPS_FILE),
                                 {'groups': list(groups)})
+
+  def _refuse_foreign(self) -> None:
+    """A non-empty directory without config.json is not ours to write into:
+    runs there could not be checked, and a results.csv there would be lost."""
+    if files.exists(os.path.join(self.path, 'config.json')):
+      return
+    present = [n for n in files.listdir(self.path) if not n.startswith(_PROBE)]
+    if 'runs' in present:
+      raise UserError(f'Workdir {self.path!r} holds runs but no config.json, so nothing '
+                      f'can check which config trained them; restore its config.json, or '
+                      f'use a new --workdir.')
+    if present:
+      shown = ', '.join(present[:5]) + (f' and {len(present) - 5} more' if len(present) > 5
+                                        else '')
+      raise UserError(f'--workdir {self.path!r} is not empty and not a tfx_jax workdir (it '
+                      f'holds {shown}); use a new or empty --workdir.')
+
+
+_PROBE = '.write-test-'
 
 
 def _agreed(flag: bool) -> bool:

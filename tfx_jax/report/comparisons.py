@@ -20,7 +20,7 @@ from tfx_jax.grid.experiments import LABELS
 from tfx_jax.grid.results import Result
 
 FAMILY_NAMES = {'random': 'random split', 'm_n': 'm/n split',
-                'all': 'all-classes task'}
+                'custom': 'custom split', 'all': 'all-classes task'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,16 +120,17 @@ def pct(x: float) -> str:
 
 
 def primary_family(runs: Iterable[Result]) -> str | None:
-  """The split family of findings 1-4, Figure 2 and Table 1: random, else m/n."""
+  """The split family of findings 1-4, Figure 2 and Table 1: random, else m/n,
+  else a custom split."""
   families = {r.family for r in runs}
-  return next((f for f in ('random', 'm_n') if f in families), None)
+  return next((f for f in ('random', 'm_n', 'custom') if f in families), None)
 
 
 def frozen_family(runs: Iterable[Result]) -> str:
   """The split family of the random frozen filters (finding 6): the paper's
   all-classes task when it has runs, else the random split, else m/n."""
   families = {r.family for r in runs if r.treatment == 'random_frozen'}
-  return next((f for f in ('all', 'random', 'm_n') if f in families), 'all')
+  return next((f for f in ('all', 'random', 'm_n', 'custom') if f in families), 'all')
 
 
 def why_missing(runs: Sequence[Result], family: str | None, treatment: str,

@@ -331,7 +331,8 @@ def beats_random_filters(runs: Sequence[Result]) -> Finding:
   """Finding 6."""
   frozen_on = frozen_family(runs)
   frozen = compare(runs, 'random_frozen', frozen_on)
-  family = 'm_n' if compare(runs, 'transfer', 'm_n') else 'random'
+  family = next((f for f in ('m_n', 'random', 'custom') if compare(runs, 'transfer', f)),
+                'random')
   transfer = compare(runs, 'transfer', family)
   common = sorted(set(frozen) & set(transfer))
   if not common:

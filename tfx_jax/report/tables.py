@@ -98,7 +98,7 @@ def generality(runs: Sequence[Result], dataset: str | None = None) -> str:
       f'where present, separates co-adaptation from specificity.', '',
       f'Dataset: {dataset or "unknown"}.', '']
   shown = False
-  for family in ('random', 'm_n'):
+  for family in ('random', 'm_n', 'custom'):
     transfer = comparisons.compare(runs, 'transfer', family, ratio=True)
     if not transfer:
       continue
@@ -179,9 +179,9 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
       lines.append(f'- Over time: {over_time.finding_step_text(*when[f.id])}.')
   lines += ['', '## Notes', '']
   family = comparisons.primary_family(runs)
-  if family == 'm_n':
-    notes = [*notes, 'No random split in the results: findings 1-4, Figure 2 '
-             'and Table 1 use the m/n split.']
+  if family in ('m_n', 'custom'):
+    notes = [*notes, f'No random split in the results: findings 1-4, Figure 2 and '
+             f'Table 1 use the {FAMILY_NAMES[family]} ({_split_list(runs, family)}).']
   lines += [f'- {note}' for note in notes]
   lines += ['- Per-layer generality (AnB / base, and where it falls): '
             'generality.md; each treatment against its base over training: '

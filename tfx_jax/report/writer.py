@@ -59,6 +59,7 @@ def write_report(workdir: str) -> dict:
 
   Raises UserError if results.csv is missing or malformed.
   """
+  files.check_path(workdir, '--workdir')
   runs, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
   dataset, config_notes = read_dataset(workdir)
   groups = read_groups(workdir)
@@ -71,7 +72,11 @@ def write_report(workdir: str) -> dict:
                           'holds_from_step': when.get(f.id, (None, None))[1]}
                          for f in found]}
   out = os.path.join(workdir, REPORT_DIR)
-  files.makedirs(out)
+  try:
+    files.makedirs(out)
+  except (FileExistsError, NotADirectoryError):
+    raise errors.UserError(f'{out} is a file, where the report goes; move it away, '
+                           f'then write the report again.') from None
   texts = {
       'findings.json': json.dumps(result, indent=2) + '\n',
       'findings.md': tables.findings_markdown(found, runs, dataset,

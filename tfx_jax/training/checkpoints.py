@@ -12,9 +12,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 
-from tfx_jax import files
+from tfx_jax import errors, files
 
 
 class RunCheckpoints:
@@ -48,9 +47,9 @@ class RunCheckpoints:
         return restored.state, restored.data, restored.meta
       except Exception as e:  # pylint: disable=broad-except
         aside = os.path.join(self.directory, f'corrupt-{step}')
-        logging.warning('Checkpoint %s/%d is unreadable (%s: %s); moved to %s, '
-                        'trying the previous one.', self.directory, step,
-                        type(e).__name__, str(e).splitlines()[0][:200], aside)
+        errors.warn(f'Checkpoint {self.directory}/{step} is unreadable ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0][:200]}); moved to {aside}, trying the '
+                    f'previous one.')
         files.move(os.path.join(self.directory, str(step)), aside)
         self._manager.reload()
     return None

@@ -63,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
       if watch.reached():
         if step not in ckpts.steps():
           save(force=True)
-        raise preemption.Preempted(run_id, step)
+        raise preemption.Preempted(run_id, step, watch.signum)
       with progress.phase('train'):
         state, step_metrics = train_step(state, global_batch(next(data), mesh))
         pending.append(step_metrics)

@@ -1,0 +1,160 @@
+"""One job per workdir and sweep shard: a second job started on a workdir that
+a live job is training is refused, naming the job that holds it.
+
+A lock is WORKDIR/locks/shard-K-of-N.json (the sweep shard's). Jobs that share
+the workdir as the sweep shards of one sweep hold different locks; any other
+pair of jobs conflicts: two jobs of the same shard, or of sweeps cut into
+different numbers of shards. On local disk a lock is an flock, which the
+kernel releases when its process ends, SIGKILL included. On gs:// it is an
+object whose owner rewrites it every BEAT_S seconds; one not rewritten for
+STALE_S seconds, or left by a dead process of this host, is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+from etils import epath
+
+from tfx_jax import files
+from tfx_jax.errors import UserError
+
+BEAT_S, STALE_S = 30.0, 120.0
+SETTLE_S = 1.0  # gs://: how long a new lock object waits for a concurrent writer.
+
+
+def _name(shard: int, num_shards: int) -> str:
+  return f'shard-{shard}-of-{num_shards}.json'
+
+
+def _conflicts(name: str, shard: int, num_shards: int) -> bool:
+  return name == _name(shard, num_shards) or not name.endswith(f'-of-{num_shards}.json')
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _live_owner(path: str) -> dict | None:
+  """Who holds the lock at `path`, or None if it is free."""
+  if files.is_local(path):
+    try:
+      fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+      return None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      return None  # Nobody holds it: its process ended.
+    except BlockingIOError:
+      return _owner(path) or {}
+    finally:
+      os.close(fd)
+  owner = _owner(path)
+  if owner is None or time.time() - owner.get('beat', 0) > STALE_S:
+    return None
+  if owner.get('host') == socket.gethostname() and not _pid_alive(owner.get('pid', 0)):
+    return None
+  return owner
+
+
+def _owner(path: str) -> dict | None:
+  try:
+    owner = json.loads(files.read_text(path))
+  except (OSError, ValueError):
+    return None
+  return owner if isinstance(owner, dict) else None
+
+
+def _describe(owner: dict) -> str:
+  if not owner:
+    return 'another job'
+  started = time.strftime('%Y-%m-%d %H:%M', time.localtime(owner.get('started', 0)))
+  return f'process {owner.get("pid")} on {owner.get("host")}, started {started}'
+
+
+def check_free(workdir: str, shard: int, num_shards: int) -> None:
+  """UserError if a live job holds a lock that conflicts with this shard's."""
+  directory = os.path.join(workdir, 'locks')
+  for name in files.listdir(directory):
+    if name.endswith('.json') and _conflicts(name, shard, num_shards):
+      owner = _live_owner(os.path.join(directory, name))
+      if owner is not None:
+        held = name[:-len('.json')].replace('-', ' ')
+        raise UserError(
+            f'Workdir {workdir!r} is in use by {_describe(owner)} ({held}); wait for it '
+            f'to finish, stop it, or give this job its own --workdir (several '
+            f'machines share one workdir as --config.sweep shards).')
+
+
+@contextlib.contextmanager
+def held(workdir: str, shard: int, num_shards: int):
+  """Holds this shard's lock for the block; UserError if a live job conflicts."""
+  check_free(workdir, shard, num_shards)
+  directory = os.path.join(workdir, 'locks')
+  path = os.path.join(directory, _name(shard, num_shards))
+  owner = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': time.time(),
+           'token': uuid.uuid4().hex}
+  files.makedirs(directory)
+  if files.is_local(path):
+    with _flock(path, owner):
+      yield
+  else:
+    with _object_lock(path, owner):
+      yield
+
+
+@contextlib.contextmanager
+def _flock(path: str, owner: dict):
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f'Workdir lock {path} is held by {_describe(_owner(path) or {})}; '
+                      f'wait for that job to finish, or stop it.') from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(owner).encode())
+    yield
+  finally:
+    os.close(fd)  # Releases the flock.
+
+
+@contextlib.contextmanager
+def _object_lock(path: str, owner: dict):
+  def write():
+    files.atomic_write(path, json.dumps({**owner, 'beat': time.time()}))
+
+  write()
+  time.sleep(SETTLE_S)  # A job that wrote just after this one wins: it is last.
+  if (_owner(path) or {}).get('token') != owner['token']:
+    raise UserError(f'Workdir lock {path} was taken at the same moment by '
+                    f'{_describe(_owner(path) or {})}; wait for that job, or stop it.')
+  stop = threading.Event()
+
+  def beat():
+    while not stop.wait(BEAT_S):
+      write()
+
+  thread = threading.Thread(target=beat, name='workdir-lock', daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+    if (_owner(path) or {}).get('token') == owner['token']:
+      epath.Path(path).unlink(missing_ok=True)
