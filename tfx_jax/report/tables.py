@@ -180,8 +180,9 @@ def findings_markdown(found: list[fnd.Finding], runs: Sequence[Result],
   lines += ['', '## Notes', '']
   family = comparisons.primary_family(runs)
   if family in ('m_n', 'custom'):
+    which = 'm/n split' if family == 'm_n' else f'custom split ({_split_list(runs, family)})'
     notes = [*notes, f'No random split in the results: findings 1-4, Figure 2 and '
-             f'Table 1 use the {FAMILY_NAMES[family]} ({_split_list(runs, family)}).']
+             f'Table 1 use the {which}.']
   lines += [f'- {note}' for note in notes]
   lines += ['- Per-layer generality (AnB / base, and where it falls): '
             'generality.md; each treatment against its base over training: '
