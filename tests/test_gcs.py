@@ -196,15 +196,6 @@ def test_sigterm_then_resume_on_gcs_loses_nothing(gcs, runlocal_grid, tmp_path):
     assert proc.poll() is None, stderr_path.read_text()[-2000:]
     assert time.time() < deadline, 'checkpoint 8 of m_n-A2B-s0 never appeared'
     time.sleep(0.05)
-  # A second job on the same gs:// workdir is refused while the first runs.
-  second = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.report=false',
-               *subset)
-  assert second.returncode == 2, second.stderr[-2000:]
-  lines = second.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith(
-      f"error: Workdir '{workdir}' is in use by process {proc.pid} on "
-      f"{socket.gethostname()}, started "), lines
-  assert 'wait for it to finish, stop it, or give this job its own --workdir' in lines[0]
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
   stderr = stderr_path.read_text()
@@ -261,3 +252,29 @@ def test_object_writes_per_100_train_steps(gcs):
   # results.csv twice.
   assert len(others) <= 7, others
   assert len(writes) <= 90  # Per 100 train steps at checkpoint_every=50.
+
+
+def test_a_second_job_on_a_gcs_workdir_in_use_is_refused(gcs, tmp_path):
+  workdir = f'gs://{BUCKET}/in-use'
+  args = (f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.only=(base,)',
+          '--config.total_steps=5000', '--config.lr_step=4000', '--config.report=false')
+  with open(tmp_path / 'stderr', 'w') as stderr:
+    first = subprocess.Popen(cli_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=stderr)
+  lock_object = f'{workdir}/locks/shard-0-of-1.json'
+  deadline = time.time() + 240
+  while not files.exists(f'{workdir}/runs/m_n-baseB-s0/checkpoints/8/commit_success.txt'):
+    assert first.poll() is None, (tmp_path / 'stderr').read_text()[-2000:]
+    assert time.time() < deadline, 'the first job never reached its checkpoint 8'
+    time.sleep(0.2)
+  assert files.exists(lock_object)
+  second = cli(*args)
+  assert first.poll() is None, 'the first job ended before the second one was checked'
+  assert second.returncode == 2, second.stderr[-2000:]
+  lines = second.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      f"error: Workdir '{workdir}' is in use by process {first.pid} on "
+      f"{socket.gethostname()}, started "), lines
+  first.send_signal(signal.SIGTERM)
+  assert first.wait(timeout=120) == 143, (tmp_path / 'stderr').read_text()[-2000:]
+  assert not files.exists(lock_object)  # Let go when the job stops.

@@ -110,7 +110,7 @@ class Workdir:
     self._refuse_foreign()
     try:
       files.makedirs(self.path)
-      probe = os.path.join(self.path, f'{_PROBE}{os.getpid()}')
+      probe = os.path.join(self.path, f'.write-test-{os.getpid()}')
       files.atomic_write(probe, 'ok')
       epath.Path(probe).unlink()
     except OSError as e:
@@ -144,7 +144,9 @@ class Workdir:
     runs there could not be checked, and a results.csv there would be lost."""
     if files.exists(os.path.join(self.path, 'config.json')):
       return
-    present = [n for n in files.listdir(self.path) if not n.startswith(_PROBE)]
+    # Dot files are passed over: the write probe, and the temp file of a
+    # config.json that process 0 of a multi-process job is writing just now.
+    present = [n for n in files.listdir(self.path) if not n.startswith('.')]
     if 'runs' in present:
       raise UserError(f'Workdir {self.path!r} holds runs but no config.json, so nothing '
                       f'can check which config trained them; restore its config.json, or '
@@ -154,9 +156,6 @@ class Workdir:
                                         else '')
       raise UserError(f'--workdir {self.path!r} is not empty and not a tfx_jax workdir (it '
                       f'holds {shown}); use a new or empty --workdir.')
-
-
-_PROBE = '.write-test-'
 
 
 def _agreed(flag: bool) -> bool:
