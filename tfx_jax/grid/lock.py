@@ -44,7 +44,7 @@ def _pid_alive(pid: int) -> bool:
   except ProcessLookupError:
     return False
   except PermissionError:
-    return True
+    pass  # Alive, under another user.
   return True
 
 
@@ -86,6 +86,14 @@ def _describe(owner: dict) -> str:
   return f'process {owner.get("pid")} on {owner.get("host")}, started {started}'
 
 
+def _in_use(workdir: str, owner: dict, name: str) -> UserError:
+  held = name[:-len('.json')].replace('-', ' ')
+  return UserError(
+      f'Workdir {workdir!r} is in use by {_describe(owner)} ({held}); wait for it '
+      f'to finish, stop it, or give this job its own --workdir (several '
+      f'machines share one workdir as --config.sweep shards).')
+
+
 def check_free(workdir: str, shard: int, num_shards: int) -> None:
   """UserError if a live job holds a lock that conflicts with this shard's."""
   directory = os.path.join(workdir, 'locks')
@@ -93,28 +101,33 @@ def check_free(workdir: str, shard: int, num_shards: int) -> None:
     if name.endswith('.json') and _conflicts(name, shard, num_shards):
       owner = _live_owner(os.path.join(directory, name))
       if owner is not None:
-        held = name[:-len('.json')].replace('-', ' ')
-        raise UserError(
-            f'Workdir {workdir!r} is in use by {_describe(owner)} ({held}); wait for it '
-            f'to finish, stop it, or give this job its own --workdir (several '
-            f'machines share one workdir as --config.sweep shards).')
+        raise _in_use(workdir, owner, name)
 
 
 @contextlib.contextmanager
 def held(workdir: str, shard: int, num_shards: int):
-  """Holds this shard's lock for the block; UserError if a live job conflicts."""
+  """Holds this shard's lock for the block; UserError if a live job conflicts.
+  Checked again here: another job may have started since the job's checks."""
   check_free(workdir, shard, num_shards)
   directory = os.path.join(workdir, 'locks')
-  path = os.path.join(directory, _name(shard, num_shards))
+  name = _name(shard, num_shards)
   owner = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': time.time(),
            'token': uuid.uuid4().hex}
   files.makedirs(directory)
-  if files.is_local(path):
-    with _flock(path, owner):
+  take = _flock if files.is_local(directory) else _object_lock
+  try:
+    with take(os.path.join(directory, name), owner):
       yield
-  else:
-    with _object_lock(path, owner):
-      yield
+  except _Taken as taken:
+    raise _in_use(workdir, taken.owner, name) from None
+
+
+class _Taken(Exception):
+  """Another job took the lock between check_free and now."""
+
+  def __init__(self, owner: dict):
+    super().__init__()
+    self.owner = owner
 
 
 @contextlib.contextmanager
@@ -124,8 +137,7 @@ def _flock(path: str, owner: dict):
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise UserError(f'Workdir lock {path} is held by {_describe(_owner(path) or {})}; '
-                      f'wait for that job to finish, or stop it.') from None
+      raise _Taken(_owner(path) or {}) from None
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(owner).encode())
     yield
@@ -140,9 +152,9 @@ def _object_lock(path: str, owner: dict):
 
   write()
   time.sleep(SETTLE_S)  # A job that wrote just after this one wins: it is last.
-  if (_owner(path) or {}).get('token') != owner['token']:
-    raise UserError(f'Workdir lock {path} was taken at the same moment by '
-                    f'{_describe(_owner(path) or {})}; wait for that job, or stop it.')
+  holder = _owner(path) or {}
+  if holder.get('token') != owner['token']:
+    raise _Taken(holder)
   stop = threading.Event()
 
   def beat():
