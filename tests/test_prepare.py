@@ -192,7 +192,7 @@ def test_corrupt_or_truncated_tar_gives_one_clear_error(imagenet_manual_dir, tmp
 
 
 def test_bad_command_lines_exit_2(tmp_path):
-  for args, message in (((), 'imagenet2012 is the only dataset'),
+  for args, message in (((), 'Usage: python -m tfx_jax.prepare imagenet2012'),
                         (('--data_dir=x',), '--manual_dir is required'),
                         ((f'--manual_dir={tmp_path}',), 'ILSVRC2012_img_train.tar not found')):
     proc = subprocess.run([sys.executable, '-m', 'tfx_jax.prepare', 'imagenet2012', *args]
@@ -207,7 +207,7 @@ def test_other_tars_into_the_same_output_are_refused(imagenet_manual_dir, tmp_pa
   other = tmp_path / 'other'
   synthetic_imagenet.write_manual_dir(str(other), (3,), 2, 1, odd_modes=False)
   prepare.prepare(str(other), str(tmp_path / 'out'), num_workers=1, log=lambda m: None)
-  with pytest.raises(UserError, match='other tars'):
+  with pytest.raises(UserError, match='other inputs'):
     prepare.prepare(imagenet_manual_dir[0], str(tmp_path / 'out'), num_workers=1,
                     log=lambda m: None)
 

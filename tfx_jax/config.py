@@ -32,7 +32,17 @@ DATASET_PRESETS = {
                           checkpoint_every=100),
     'mnist': dict(model='small', batch_size=256, lr=0.01, total_steps=1_200,
                   lr_step=800, eval_every=100, checkpoint_every=100),
+    # 1,438 train images: small batches, ~30 epochs (docs/own_data.md).
+    'digits': dict(model='narrow', batch_size=32, lr=0.01, total_steps=1_536,
+                   lr_step=1_024, eval_every=64, checkpoint_every=512),
 }
+
+# The solver fields `source_solver` may set for the runs trained on the source
+# dataset (base A of a cross-dataset grid); unset ones are the grid's.
+SOLVER_FIELDS = {'batch_size': int, 'lr': float, 'schedule': str, 'lr_step': int,
+                 'lr_gamma': float, 'warmup_steps': int, 'total_steps': int,
+                 'momentum': float, 'weight_decay': float, 'bias_lr_mult': float,
+                 'eval_every': int, 'checkpoint_every': int}
 
 # `runlocal`: the whole grid in a couple of minutes on a 2-core laptop.
 RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
@@ -47,14 +57,17 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 # is compared unless it is listed here.
 SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
                 'sweep')
-LOGISTICS = ('data_dir', 'num_workers', 'eval_batch_size', 'checkpoint_every',
+LOGISTICS = ('data_dir', 'source_data_dir', 'num_workers', 'eval_batch_size', 'checkpoint_every',
              'keep_checkpoints', 'log_every', 'report')
 
 
 # Fields added after workdirs existed, each with the value that computes what
 # those workdirs computed: a snapshot without one is read as having it. Any
 # other field missing from an older snapshot refuses it.
-ADDED_LATER = {'layer_groups': []}
+ADDED_LATER = {'layer_groups': [], 'source_dataset': '', 'target_examples_per_class': [],
+               'source_data_dir': None,
+               'image_size': None, 'train_split': None, 'eval_split': None,
+               'source_solver': {k: None for k in SOLVER_FIELDS}}
 
 
 def differing_fields(old: dict, new: dict) -> list[str]:
@@ -75,7 +88,25 @@ def base_config() -> ml_collections.ConfigDict:
   # 'a+b' joins two into one group. Empty: the registry's, else the tree's
   # top-level keys but the last (the head). The head is never transferred.
   c.layer_groups = ()
+  # Tasks from two datasets (docs/own_data.md): A is every class of this one
+  # ('name', or 'name:0-4,7' for some), B every class of `dataset`; the split
+  # is then 'from:<source_dataset>'. Empty: A and B are halves of `dataset`.
+  c.source_dataset = ''
+  c.source_data_dir = config_dict.placeholder(str)  # Where it is; None: its default place.
+  # The runs on the source (base A) may train with their own solver: any of
+  # SOLVER_FIELDS set here; unset (None) ones are the grid's.
+  c.source_solver = ml_collections.ConfigDict(
+      {k: config_dict.placeholder(t) for k, t in SOLVER_FIELDS.items()})
+  # Target-set sizes: train the target (half B, or `dataset` across datasets)
+  # on K images per class, one grid per K (0: all), in one workdir.
+  c.target_examples_per_class = ()
   c.data_dir = config_dict.placeholder(str)  # When set, the only data location.
+  # tfds:NAME and folder:NAME datasets (docs/own_data.md): the side every image
+  # is resized to (None: their own size if they share one, else 64), and the
+  # splits (None: train, then test or validation).
+  c.image_size = config_dict.placeholder(int)
+  c.train_split = config_dict.placeholder(str)
+  c.eval_split = config_dict.placeholder(str)
   c.augment = config_dict.placeholder(bool)  # None: the dataset's default.
   # Host parallelism of the input pipeline: train worker processes (grain) and
   # eval threads. -1 (auto): for datasets bound by JPEG decoding (imagenet2012),
@@ -122,12 +153,21 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Any TFDS dataset ('tfds:NAME') or image folder ('folder:NAME'): CIFAR-10's
+# solver, a start to tune from (docs/own_data.md).
+OWN_DATA_PRESET = DATASET_PRESETS['cifar10']
+
+
 def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
-  if dataset not in DATASET_PRESETS:
+  if dataset.startswith(('tfds:', 'folder:')):
+    preset = OWN_DATA_PRESET
+  elif dataset in DATASET_PRESETS:
+    preset = DATASET_PRESETS[dataset]
+  else:
     raise UserError(f'Unknown dataset {dataset!r}; known: '
-                    f'{", ".join(sorted(DATASET_PRESETS))}.')
+                    f'{", ".join(sorted(DATASET_PRESETS))}, tfds:NAME or folder:NAME.')
   c.dataset = dataset
-  c.update(DATASET_PRESETS[dataset])
+  c.update(preset)
 
 
 # The whole paper on one dataset, as config.parts (configs/default.py). Random

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 from tfx_jax.errors import UserError
@@ -18,7 +19,8 @@ class DatasetSpec:
   num_classes: int
   image_shape: tuple[int, int, int]  # (H, W, C) fed to the model, after the crop.
   augment: bool  # Default train augmentation: random crop and horizontal flip.
-  tfds_name: str | None = None  # None: Fashion-MNIST IDX files.
+  tfds_name: str | None = None  # TFDS builder (name or name/config) of loader 'tfds'.
+  loader: str = 'tfds'  # 'tfds', 'fashion_mnist' (IDX files), 'digits', 'folder'.
   train_split: str = 'train'
   eval_split: str = 'test'
   stored_size: tuple[int, int] | None = None  # (H, W) as read; None: image_shape's.
@@ -26,6 +28,11 @@ class DatasetSpec:
   pad: int = 0  # Zero padding around the image before the random train crop.
   mean: tuple[float, ...] = (0.0,)  # Subtracted per channel (0..255 scale) ...
   std: tuple[float, ...] = (1.0,)  # ... then divided by this (on the device).
+  image_keys: tuple[str, str] = ('image', 'label')  # A TFDS dataset's feature keys.
+  class_names: tuple[str, ...] = ()
+  # Images as stored have this many channels; the loader converts them to
+  # image_shape's (grey to RGB by copying, RGB to grey by luma). None: the same.
+  stored_channels: int | None = None
   # TFDS label file when its class order is not imagenet2012's sorted wnids;
   # labels are mapped onto that order, so all ImageNet variants share splits.
   wnid_labels: str | None = None
@@ -66,20 +73,104 @@ DATASETS: dict[str, DatasetSpec] = {
                             std=(68.2, 65.4, 70.4)),
     # Grey-scale sets: no augmentation by default; if switched on, +-2 pixel
     # shifts (zero = background padding) and flips.
-    'fashion_mnist': DatasetSpec('fashion_mnist', 10, (28, 28, 1), False, pad=2,
-                                 mean=(72.94,), std=(90.02,)),
+    'fashion_mnist': DatasetSpec('fashion_mnist', 10, (28, 28, 1), False,
+                                 loader='fashion_mnist', pad=2, mean=(72.94,), std=(90.02,)),
+    # UCI's digits from scikit-learn, upsampled to Fashion-MNIST's 28x28 (digits.py).
+    'digits': DatasetSpec('digits', 10, (28, 28, 1), False, loader='digits', pad=2,
+                          mean=(77.83,), std=(82.83,)),
     'mnist': DatasetSpec('mnist', 10, (28, 28, 1), False, tfds_name='mnist', pad=2,
                          mean=(33.32,), std=(78.57,)),
 }
 
 
-def dataset_spec(name: str | DatasetSpec) -> DatasetSpec:
-  """The spec of a known dataset (a DatasetSpec is passed through)."""
+TFDS, FOLDER = 'tfds:', 'folder:'  # Prefixes of any TFDS dataset and of image folders.
+DEFAULT_SIDE = 64  # The side of tfds: images of varying size, unless image_size is set.
+
+
+def dataset_spec(name: str | DatasetSpec, data_dir: str | None = None,
+                 image_size: int | None = None, train_split: str | None = None,
+                 eval_split: str | None = None) -> DatasetSpec:
+  """The spec of a dataset: a preset (a DatasetSpec is passed through),
+  'tfds:NAME[/CONFIG]' (a prepared TFDS builder) or 'folder:NAME' (an image
+  folder prepared by `python -m tfx_jax.prepare folder`), whose metadata come
+  from the files in `data_dir`. image_size, train_split and eval_split apply
+  to those two; None: the defaults docs/own_data.md lists."""
   if isinstance(name, DatasetSpec):
     return name
+  if name.startswith((TFDS, FOLDER)):
+    return _own_spec(name, data_dir, image_size, train_split, eval_split)
   if name not in DATASETS:
-    raise UserError(f'Unknown dataset {name!r}; known datasets: {", ".join(DATASETS)}.')
+    raise UserError(f'Unknown dataset {name!r}; known datasets: {", ".join(DATASETS)}, '
+                    f'or any prepared TFDS dataset as {TFDS}NAME, or an image folder as '
+                    f'{FOLDER}NAME (docs/own_data.md).')
   return DATASETS[name]
+
+
+@functools.lru_cache(maxsize=32)
+def _own_spec(name: str, data_dir: str | None, image_size: int | None,
+              train_split: str | None, eval_split: str | None) -> DatasetSpec:
+  from tfx_jax.data import folders, images, tfds_source  # pylint: disable=g-import-not-at-top
+  if name.startswith(TFDS):
+    info = tfds_source.describe(name[len(TFDS):], data_dir)
+    native = info['shape']
+  else:
+    info = folders.describe(name[len(FOLDER):], data_dir)
+    native = info['shape']
+  splits = info['splits']
+  train = train_split or 'train'
+  evals = eval_split or next((s for s in ('test', 'validation') if s in splits), None)
+  for field, split in (('train_split', train), ('eval_split', evals)):
+    if split not in splits:
+      raise UserError(f'Dataset {name} has no split {split!r} (config.{field}); its '
+                      f'splits: {", ".join(splits)}. Set --config.{field}=one of them.')
+  if info['num_classes'] < 2:
+    raise UserError(f'Dataset {name} has {info["num_classes"]} class; classification '
+                    'needs at least 2.')
+  channels = native[2] if native[2] in (1, 3) else 3  # Alpha (4) is dropped.
+  if image_size is not None:
+    side = (image_size, image_size)
+  elif None not in native[:2]:
+    side = tuple(native[:2])
+  else:
+    side = (DEFAULT_SIDE, DEFAULT_SIDE)
+  resize = tuple(native[:2]) != side
+  if name.startswith(TFDS):
+    tfds_name = name[len(TFDS):]
+    stats_name = f'{side[0]}x{side[1]}x{channels}'
+    mean, std = tfds_source.channel_stats(
+        tfds_name, train, data_dir, lambda im: images.fit(im, side, channels),
+        keys=info['keys'], cache_dir=None, name=stats_name)
+    return DatasetSpec(name, info['num_classes'], (*side, channels), False,
+                       tfds_name=tfds_name, train_split=train, eval_split=evals,
+                       stored_size=side, resize=resize, mean=mean, std=std,
+                       image_keys=info['keys'], class_names=info['class_names'],
+                       stored_channels=native[2] if native[2] != channels else None)
+  return DatasetSpec(name, info['num_classes'], (*side, channels), False, loader='folder',
+                     train_split=train, eval_split=evals, stored_size=side, resize=resize,
+                     mean=info['mean'], std=info['std'], jpeg_dir=info['dirname'],
+                     class_names=info['class_names'])
+
+
+def fed_at(spec: DatasetSpec, model_input: DatasetSpec) -> DatasetSpec:
+  """`spec`'s images fed as `model_input`'s are: resized to its stored size,
+  padded and cropped as it is, with its channels (a target task fed to the
+  network of a source task). Unchanged when the two already agree."""
+  if (spec.image_shape, spec.source_size, spec.pad) == (
+      model_input.image_shape, model_input.source_size, model_input.pad):
+    return spec
+  c, stored_c = model_input.image_shape[2], spec.image_shape[2]
+  mean, std = spec.mean, spec.std
+  if c != stored_c:  # Grey copied to RGB; RGB to grey by its luma's weights.
+    mean = (mean * c)[:c] if stored_c == 1 else (_luma(mean),)
+    std = (std * c)[:c] if stored_c == 1 else (_luma(std),)
+  return dataclasses.replace(
+      spec, image_shape=model_input.image_shape, stored_size=model_input.source_size,
+      resize=True, pad=model_input.pad, mean=mean, std=std,
+      stored_channels=spec.stored_channels or stored_c)
+
+
+def _luma(rgb: tuple[float, ...]) -> float:
+  return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # ITU-R 601, as PIL's 'L'.
 
 
 def host_workers(name: str | DatasetSpec, num_workers: int, *, threads: bool = False) -> int:

@@ -29,7 +29,8 @@ import numpy as np
 from absl import flags
 from grain.multiprocessing import SharedMemoryArray
 
-from tfx_jax.data import fashion_mnist, jpeg_shards, tfds_source
+from tfx_jax.data import digits, fashion_mnist, jpeg_shards, subsets, tfds_source
+from tfx_jax.data import images as images_lib
 from tfx_jax.data.datasets import DatasetSpec, dataset_spec, host_workers
 from tfx_jax.errors import UserError
 
@@ -58,31 +59,40 @@ def _jpeg_root(spec: DatasetSpec, data_dir: str | None) -> str | None:
 
 
 def _source(spec: DatasetSpec, split: str, data_dir: str | None, cache_dir: str | None):
-  if spec.tfds_name is None:
+  if spec.loader == 'fashion_mnist':
     return _ArraySource(*fashion_mnist.load(split, data_dir))
+  if spec.loader == 'digits':
+    return _ArraySource(*digits.load(split))
   root = _jpeg_root(spec, data_dir)
+  if spec.loader == 'folder' and not root:
+    raise UserError(f'{jpeg_shards.dataset_dir(data_dir, spec.jpeg_dir)} holds no '
+                    f'prepared image folder: run `python -m tfx_jax.prepare folder` '
+                    f'(docs/own_data.md).')
   if root:
     source = jpeg_shards.JpegShardSource(root, split)
-    if source.image_shape[:2] != spec.source_size:
+    if source.image_shape[:2] != spec.source_size and not spec.resize:
       raise UserError(f'{root} holds {source.image_shape[:2]} images; {spec.name} '
                       f'needs {spec.source_size}.')
     return source
   return tfds_source.TfdsSource(
       spec.tfds_name, split, data_dir, cache_dir=cache_dir,
-      resize=spec.source_size if spec.resize else None, wnid_labels=spec.wnid_labels)
+      resize=spec.source_size if spec.resize else None, wnid_labels=spec.wnid_labels,
+      keys=spec.image_keys)
 
 
 def check_prepared(name: str | DatasetSpec, data_dir: str | None = None) -> None:
   """Raises UserError saying what is missing and how to prepare it."""
   spec = dataset_spec(name)
-  if spec.tfds_name is None:
+  if spec.loader == 'digits':
+    return
+  if spec.loader == 'fashion_mnist':
     for split in (spec.train_split, spec.eval_split):  # Validates the files;
       fashion_mnist.load(split, data_dir)  # cached, so no cost later.
     return
   root = _jpeg_root(spec, data_dir)
   for split in (spec.train_split, spec.eval_split):
-    if root:
-      jpeg_shards.JpegShardSource(root, split)
+    if root or spec.loader == 'folder':
+      _source(spec, split, data_dir, None)
     else:
       tfds_source.open_split(spec.tfds_name, split, data_dir)
 
@@ -103,7 +113,7 @@ def _subset(labels: np.ndarray, classes: Sequence[int], num_classes: int):
     raise UserError('The class subset lists a class twice; list each class once.')
   lut = np.full(num_classes, -1, np.int32)
   lut[np.asarray(classes, int)] = np.arange(len(classes), dtype=np.int32)
-  mapped = lut[labels]
+  mapped = np.where(labels >= 0, lut[labels], -1)  # -1: a skipped image (folders.py).
   positions = np.flatnonzero(mapped >= 0)
   return positions, mapped[positions]
 
@@ -147,9 +157,21 @@ class _TrainPlan:
       self._epoch_order = (epoch, order)
     return order
 
+  def _stream(self, i: int) -> np.ndarray:
+    """Fewer examples than a global batch: batch i is positions i*G..(i+1)*G-1 of
+    the epochs' permutations laid end to end, so every step is an optimizer
+    step and each example comes up as often as any other."""
+    n = len(self._positions)
+    t = np.arange(i * self._global, (i + 1) * self._global)[self._rows]
+    return np.concatenate([self._order(int(e))[t[t // n == e] % n]
+                           for e in np.unique(t // n)])
+
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-    epoch, j = divmod(int(i), self._batches_per_epoch)
-    rows = self._order(epoch)[j * self._global:(j + 1) * self._global][self._rows]
+    if not self._batches_per_epoch:
+      rows = self._stream(int(i))
+    else:
+      epoch, j = divmod(int(i), self._batches_per_epoch)
+      rows = self._order(epoch)[j * self._global:(j + 1) * self._global][self._rows]
     plan = {'index': self._positions[rows], 'label': self._labels[rows]}
     if self._augment:
       rng = np.random.default_rng([self._seed, 1, int(i)])
@@ -213,10 +235,12 @@ class _LoadBatch:
       y = np.full(n, (spec.source_size[0] - h) // 2)
       x = np.full(n, (spec.source_size[1] - w) // 2)
       flip = np.zeros(n, bool)
-    if hasattr(self._source, 'crops'):  # Decodes straight into the batch.
-      self._source.crops(index, y, x, flip, out[lo:hi])
+    if getattr(self._source, 'image_shape', None) == (*spec.source_size, c):
+      self._source.crops(index, y, x, flip, out[lo:hi])  # Decodes into the batch.
       return
     images = self._source.images(index)
+    if spec.resize or spec.stored_channels:
+      images = [images_lib.fit(image, spec.source_size, c) for image in images]
     images = np.stack(images) if n else np.zeros((0, *spec.source_size, c), np.uint8)
     if images.shape[1:3] != spec.source_size or images.shape[3] != c:
       raise UserError(f'Dataset {spec.name} has images of shape {images.shape[1:]}, '
@@ -295,7 +319,8 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
                    seed: int, data_dir: str | None = None, augment: bool | None = None,
                    process_index: int | None = None, process_count: int | None = None,
                    num_workers: int = 0, read_options: grain.ReadOptions | None = None,
-                   cache_dir: str | None = None) -> TrainIterator:
+                   cache_dir: str | None = None, examples_per_class: int = 0,
+                   subset_seed: int = 0) -> TrainIterator:
   """Endless train batches of `classes` (label i = classes[i]) for this process.
 
   `batch_size` is this process's share of a global batch of
@@ -305,13 +330,17 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
   next batch. num_workers: grain worker processes, -1 for `host_workers`'s
   rule. `cache_dir` holds the label index when the data directory is not
   writable (default: next to the data, else ~/.cache/tfx_jax).
+  `examples_per_class` > 0 trains on that many examples of each class (the
+  first in `subset_seed`'s order: `subsets.per_class`). With fewer examples
+  than a global batch, batches run on over epoch boundaries (`_TrainPlan._stream`).
   """
   spec, p, n, source, positions, labels = _open(
       name, 'train', classes, batch_size, data_dir, process_index, process_count, cache_dir)
-  if len(positions) < batch_size * n:
-    raise UserError(f'The {len(positions)} training examples of the chosen classes '
-                    f'of {spec.name} do not fill one global batch of {batch_size * n}; '
-                    'use a smaller batch_size.')
+  if examples_per_class:
+    keep = subsets.per_class(labels, examples_per_class, subset_seed)
+    positions, labels = positions[keep], labels[keep]
+  if not len(positions):
+    raise UserError(f'The chosen classes of {spec.name} have no training examples.')
   plan = _TrainPlan(positions, labels, seed=seed, batch_size=batch_size,
                     process_index=p, process_count=n, spec=spec,
                     augment=spec.augment if augment is None else augment)

@@ -55,14 +55,14 @@ def settings(listings: dict[str, ilsvrc.Listing], per_shard: int) -> dict:
           'images_per_shard': per_shard, 'num_classes': len(ilsvrc.wnids()),
           'encoder': f'opencv {cv2.__version__} INTER_LINEAR, simplejpeg '
                      f'{simplejpeg.__version__} 4:2:0',
-          'splits': {split: {'num_examples': len(l), 'num_shards': _num_shards(l, per_shard),
+          'splits': {split: {'num_examples': len(l), 'num_shards': _num_shards(l.names, per_shard),
                              'source': os.path.basename(l.tar),
                              'fingerprint': l.fingerprint()}
                      for split, l in listings.items()}}
 
 
-def _num_shards(listing, per_shard: int) -> int:
-  return -(-len(listing) // per_shard)
+def _num_shards(names, per_shard: int) -> int:
+  return -(-len(names) // per_shard)
 
 
 _open_tars: dict[str, int] = {}  # Per worker process.
@@ -114,7 +114,7 @@ def _start(root: str, plan: dict) -> None:
   path = os.path.join(root, 'prepare.json')
   if files.exists(path):
     if json.loads(files.read_text(path)) != plan:
-      raise UserError(f'{root} holds a preparation from other tars, settings or library versions; use '
+      raise UserError(f'{root} holds a preparation from other inputs, settings or library versions; use '
                       f'another --data_dir, or delete {root} to start over.')
     return
   files.makedirs(root)
@@ -131,6 +131,24 @@ def prepare(manual_dir: str, data_dir: str | None = None, *, num_workers: int = 
   listings = {'train': ilsvrc.list_train(manual_dir),
               'validation': ilsvrc.list_validation(manual_dir)}
   plan = settings(listings, images_per_shard)
+
+  def task(split, k, rows):
+    listing = listings[split]
+    return (root, split, k, listing.tar, listing.names[rows], listing.offsets[rows],
+            listing.sizes[rows])
+
+  rate = write_all(root, listings, plan, task, write_shard, images_per_shard, num_workers,
+                   log)
+  _finish(root, listings, plan, images_per_shard)
+  log(f'Done: {root}. Train with --config.data_dir={data_dir or jpeg_shards.default_data_dir()}')
+  return {**plan, 'images_per_s': rate}
+
+
+def write_all(root: str, listings: dict, plan: dict, task, worker, images_per_shard: int,
+              num_workers: int, log) -> float:
+  """Writes every shard not yet done (`worker(task(split, k, rows))` each, on
+  every core), with a progress line; returns the images/s of this run.
+  A listing has `names` and `labels`, sorted as the shards hold them."""
   _start(root, plan)
   present = set(files.listdir(root))
   if files.is_local(root):  # Temp files of a killed run.
@@ -140,37 +158,41 @@ def prepare(manual_dir: str, data_dir: str | None = None, *, num_workers: int = 
   tasks, done = [], 0
   for split, listing in listings.items():
     files.atomic_write(jpeg_shards.labels_path(root, split),
-                       jpeg_shards.npy_bytes(listing.labels))
-    for k in range(_num_shards(listing, images_per_shard)):
+                       jpeg_shards.npy_bytes(np.asarray(listing.labels, np.int32)))
+    for k in range(_num_shards(listing.names, images_per_shard)):
       rows = slice(k * images_per_shard, (k + 1) * images_per_shard)
       if os.path.basename(jpeg_shards.offsets_path(root, split, k)) in present:
         done += len(listing.names[rows])
         continue
-      tasks.append((root, split, k, listing.tar, listing.names[rows],
-                    listing.offsets[rows], listing.sizes[rows]))
-  total = sum(len(l) for l in listings.values())
+      tasks.append(task(split, k, rows))
+  total = sum(len(l.names) for l in listings.values())
   workers = min(num_workers or len(os.sched_getaffinity(0)), max(len(tasks), 1))
   log(f'Writing {root}: {total:,} images in '
-      f'{sum(p["num_shards"] for p in plan["splits"].values())} shards, '
+      f'{sum(_num_shards(l.names, images_per_shard) for l in listings.values())} shards, '
       f'{done:,} already done; {workers} processes.')
   progress = Progress(total, done, log)
   if workers == 1:
-    for task in tasks:
-      progress.add(write_shard(task)[2])
+    for t in tasks:
+      progress.add(worker(t)[2])
   else:
     with multiprocessing.get_context('spawn').Pool(workers) as pool:
-      for _, _, n in pool.imap_unordered(write_shard, tasks):
+      for _, _, n in pool.imap_unordered(worker, tasks):
         progress.add(n)
   progress.add(0, final=True)
-  _finish(root, listings, plan, images_per_shard)
-  log(f'Done: {root}. Train with --config.data_dir={data_dir or jpeg_shards.default_data_dir()}')
-  return {**plan, 'images_per_s': progress.rate}
+  return progress.rate
 
 
 def _finish(root: str, listings, plan: dict, per_shard: int) -> None:
-  """Each split's index from its shards' offsets; the manifest last."""
+  finish(root, listings, per_shard)
+  files.atomic_write_json(os.path.join(root, jpeg_shards.MANIFEST), plan)
+
+
+def finish(root: str, listings, per_shard: int) -> dict[str, np.ndarray]:
+  """Each split's index from its shards' offsets (returned by split); the
+  caller writes the manifest last."""
+  indices = {}
   for split, listing in listings.items():
-    n = _num_shards(listing, per_shard)
+    n = _num_shards(listing.names, per_shard)
     with futures.ThreadPoolExecutor(16) as pool:  # Many small reads on gs://.
       ends = list(pool.map(
           lambda k: jpeg_shards.load_npy(jpeg_shards.offsets_path(root, split, k)),
@@ -183,4 +205,5 @@ def _finish(root: str, listings, plan: dict, per_shard: int) -> None:
                            ) if ends else np.zeros((0, 2), np.int64)
     files.atomic_write(jpeg_shards.index_path(root, split),
                        jpeg_shards.npy_bytes(index.astype(np.int64)))
-  files.atomic_write_json(os.path.join(root, jpeg_shards.MANIFEST), plan)
+    indices[split] = index
+  return indices

@@ -120,25 +120,31 @@ DISSIMILAR = {
 }
 
 
+def check_classes(classes: Iterable[int], num_classes: int, what: str) -> None:
+  """Raises UserError unless `classes` is non-empty, in range, without repeats."""
+  classes = list(classes)
+  if not classes:
+    raise UserError(f'The classes of {what} are empty; give at least one class.')
+  bad = [c for c in classes if not 0 <= c < num_classes]
+  if bad:
+    raise UserError(f'Class index {bad[0]} in {what} is out of range for '
+                    f'{num_classes} classes (valid: 0..{num_classes - 1}).')
+  if len(set(classes)) != len(classes):
+    raise UserError(f'{what[0].upper()}{what[1:]} lists a class twice; list each once.')
+
+
 def check_halves(a: Iterable[int], b: Iterable[int], num_classes: int) -> None:
   """Raises UserError unless A and B are non-empty, disjoint, in range, no repeats."""
   a, b = list(a), list(b)
   for name, half in (('A', a), ('B', b)):
-    if not half:
-      raise UserError(f'Half {name} of the split is empty; give each half at least one class.')
-    bad = [c for c in half if not 0 <= c < num_classes]
-    if bad:
-      raise UserError(f'Class index {bad[0]} in half {name} is out of range for '
-                      f'{num_classes} classes (valid: 0..{num_classes - 1}).')
-    if len(set(half)) != len(half):
-      raise UserError(f'Half {name} of the split lists a class twice; list each once.')
+    check_classes(half, num_classes, f'half {name} of the split')
   common = sorted(set(a) & set(b))
   if common:
     raise UserError(f'The halves overlap in classes {common[:10]}; a class belongs to '
                     'at most one half.')
 
 
-def _parse_classes(text: str) -> tuple[int, ...]:
+def parse_classes(text: str) -> tuple[int, ...]:
   """'0-3,8' -> (0, 1, 2, 3, 8)."""
   classes = []
   for part in text.split(','):
@@ -177,7 +183,7 @@ def resolve(split: str, dataset: str, num_classes: int) -> tuple[tuple[int, ...]
     if not slash:
       raise UserError(f'Split {split!r}: write custom halves as custom:<A>/<B>, '
                       'e.g. custom:0-3,8/4-7,9.')
-    a, b = _parse_classes(a_text), _parse_classes(b_text)
+    a, b = parse_classes(a_text), parse_classes(b_text)
     check_halves(a, b, num_classes)
     return tuple(sorted(a)), tuple(sorted(b))
   raise UserError(f'Unknown split {split!r}; valid names: {", ".join(SPLIT_NAMES)}.')

@@ -9,6 +9,7 @@ cache directory, so no host and no later start scans again.
 from __future__ import annotations
 
 import io
+import json
 import os
 from concurrent import futures
 
@@ -73,7 +74,7 @@ def label_cache_paths(tfds_name: str, split: str, info, cache_dir: str | None) -
 
 
 def scan_labels(tfds_name: str, split: str, data_dir: str | None, source,
-                num_threads: int = 32) -> np.ndarray:
+                num_threads: int = 32, keys: tuple[str, str] = ('image', 'label')) -> np.ndarray:
   """Every example's label, in index order, decoding no images if possible.
 
   Threads overlap the record reads (local disk or gs://); each reads a
@@ -81,7 +82,7 @@ def scan_labels(tfds_name: str, split: str, data_dir: str | None, source,
   """
   try:
     fast = open_split(tfds_name, split, data_dir,
-                      decoders={'image': tfds.decode.SkipDecoding()})
+                      decoders={keys[0]: tfds.decode.SkipDecoding()})
     fast[0]
   except ImportError:  # Some TFDS paths (mock data) need TensorFlow to skip decoding.
     fast, num_threads = source, 1  # Mock sources are patched, not thread-safe.
@@ -89,7 +90,7 @@ def scan_labels(tfds_name: str, split: str, data_dir: str | None, source,
   bounds = np.linspace(0, n, max(1, min(num_threads, n)) + 1).astype(int)
 
   def scan(lo_hi):
-    return [int(fast[i]['label']) for i in range(*lo_hi)]
+    return [int(fast[i][keys[1]]) for i in range(*lo_hi)]
 
   with futures.ThreadPoolExecutor(len(bounds) - 1) as pool:
     parts = pool.map(scan, zip(bounds[:-1], bounds[1:]))
@@ -139,14 +140,14 @@ class TfdsSource:
 
   def __init__(self, tfds_name: str, split: str, data_dir: str | None, *,
                cache_dir: str | None = None, resize: tuple[int, int] | None = None,
-               wnid_labels: str | None = None):
+               wnid_labels: str | None = None, keys: tuple[str, str] = ('image', 'label')):
     self._ds = open_split(tfds_name, split, data_dir)
-    self._resize = resize
+    self._resize, self._image_key = resize, keys[0]
     paths = label_cache_paths(tfds_name, split, self._ds.dataset_info, cache_dir)
     labels = _load_cached(paths, len(self._ds))
     if labels is None:
       logging.info('Reading the labels of %s %s once.', tfds_name, split)
-      labels = scan_labels(tfds_name, split, data_dir, self._ds)
+      labels = scan_labels(tfds_name, split, data_dir, self._ds, keys=keys)
       _save_cache(paths, labels)
     if wnid_labels:
       labels = wnid_relabel(wnid_labels)[labels]
@@ -158,7 +159,7 @@ class TfdsSource:
   def images(self, indices: np.ndarray) -> list[np.ndarray]:
     # One read per example: as fast as __getitems__ on local disk, and TFDS's
     # mock data sources support only this.
-    images = [np.asarray(self._ds[int(i)]['image']) for i in indices]
+    images = [np.asarray(self._ds[int(i)][self._image_key]) for i in indices]
     if self._resize:
       images = [self._resized(im) for im in images]
     return images
@@ -169,3 +170,75 @@ class TfdsSource:
       return image
     pil = PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     return np.asarray(pil.resize((w, h), PIL.Image.BILINEAR)).reshape(h, w, image.shape[-1])
+
+
+def describe(tfds_name: str, data_dir: str | None) -> dict:
+  """A prepared builder's metadata, read from its files (no dataset code
+  needed): image and label feature keys, image shape (None where it varies),
+  number of classes, class names, splits."""
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+  except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds.
+    raise UserError(f'TFDS dataset {tfds_name!r} is not prepared in '
+                    f'{data_dir or "the TFDS data directory"} ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0][:120]}). {prepare_hint(tfds_name, data_dir)}'
+                    ) from None
+  if not builder.is_prepared():
+    raise UserError(f'Dataset {tfds_name} is not prepared in {builder.data_dir}. '
+                    f'{prepare_hint(tfds_name, data_dir)}')
+  features = builder.info.features
+  found = {kind: [k for k, f in features.items() if isinstance(f, cls)]
+           for kind, cls in (('image', tfds.features.Image),
+                             ('label', tfds.features.ClassLabel))}
+  keys = {}
+  for kind, keys_of_kind in found.items():
+    if not keys_of_kind:
+      raise UserError(f'TFDS dataset {tfds_name} has no {kind} feature '
+                      f'({"Image" if kind == "image" else "ClassLabel"}) to classify by; '
+                      f'its features are {", ".join(features)}.')
+    keys[kind] = kind if kind in keys_of_kind else keys_of_kind[0]
+  image, label = features[keys['image']], features[keys['label']]
+  return {'keys': (keys['image'], keys['label']), 'shape': tuple(image.shape),
+          'num_classes': label.num_classes, 'class_names': tuple(label.names),
+          'splits': tuple(builder.info.splits), 'data_dir': os.fspath(builder.data_dir)}
+
+
+STATS_SAMPLE = 10_000  # Images the mean and std are computed from, evenly spaced.
+
+
+def channel_stats(tfds_name: str, split: str, data_dir: str | None, fit, *,
+                  keys: tuple[str, str], cache_dir: str | None,
+                  name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel mean and std (0..255) of up to STATS_SAMPLE evenly spaced
+  images of `split`, each as fed (`fit(image)`); cached next to the label
+  index under `name` (which says how the images were fitted)."""
+  ds = open_split(tfds_name, split, data_dir)
+  paths = [os.path.join(os.path.dirname(p), f'tfx_jax-stats-{split}-{name}.json')
+           for p in label_cache_paths(tfds_name, split, ds.dataset_info, cache_dir)]
+  for path in paths:
+    try:
+      cached = json.loads(files.read_text(path))
+      return tuple(cached['mean']), tuple(cached['std'])
+    except (OSError, ValueError, KeyError):
+      continue
+  picks = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), STATS_SAMPLE)).astype(int))
+  logging.info('Computing the mean and std of %s %s from %d images once.', tfds_name,
+               split, len(picks))
+  total = total_sq = 0.0
+  count = 0
+  for i in picks:
+    image = fit(np.asarray(ds[int(i)][keys[0]])).astype(np.float64)
+    total = total + image.sum((0, 1))
+    total_sq = total_sq + (image ** 2).sum((0, 1))
+    count += image.shape[0] * image.shape[1]
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
+  stats = {'mean': [round(float(m), 3) for m in mean], 'std': [round(float(v), 3) for v in std],
+           'images': len(picks)}
+  for path in paths:
+    try:
+      files.atomic_write_json(path, stats)
+      break
+    except OSError:
+      continue
+  return tuple(stats['mean']), tuple(stats['std'])

@@ -10,7 +10,7 @@ import ml_collections
 
 from tfx_jax import config as config_lib
 from tfx_jax import files
-from tfx_jax.data import datasets, splits
+from tfx_jax.data import tasks
 from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments
 from tfx_jax.models import optim, registry
@@ -49,6 +49,9 @@ def fields(c: ml_collections.ConfigDict) -> None:
     if not ok:
       raise UserError(f'config.{name} must be {rule}, got {_field(c, name)}; e.g. '
                       f'--config.{name}={example}.')
+  if c.get('image_size') is not None and not 8 <= c.image_size <= 4096:
+    raise UserError(f'config.image_size must be 8..4096 (or unset), got {c.image_size}; '
+                    f'e.g. --config.image_size=32.')
   if c.schedule not in optim.SCHEDULES:
     raise UserError(f'config.schedule must be one of {", ".join(optim.SCHEDULES)}, got '
                     f'{c.schedule!r}; e.g. --config.schedule=step.')
@@ -60,21 +63,36 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   problem. `num_devices` and `num_processes`: of the whole job. Returns the
   model's ordered transferable groups, which the checks need."""
   fields(c)
-  if c.data_dir:
-    files.check_path(c.data_dir, '--config.data_dir')
-  spec = datasets.dataset_spec(c.dataset)
-  groups = registry.transferable_groups(c.model, spec.image_shape,
+  for name in ('data_dir', 'source_data_dir'):
+    if c.get(name):
+      files.check_path(c[name], f'--config.{name}')
+  model_input = tasks.model_input(c)
+  groups = registry.transferable_groups(c.model, model_input.image_shape,
                                         experiments.names(c.layer_groups))
   for _, split, _ in experiments.parts(c):
-    if split != experiments.ALL:
-      splits.resolve(split, c.dataset, spec.num_classes)
-  for name in ('batch_size', 'eval_batch_size'):
-    if c[name] % num_devices:
-      raise UserError(f'{name} {c[name]} is not divisible by the {num_devices} '
+    tasks.resolve(split, c)
+  solver = {k: v for k, v in c.source_solver.items() if v is not None}
+  if solver and not c.source_dataset:
+    raise UserError(f'config.source_solver sets {", ".join(sorted(solver))}, but there '
+                    f'is no source dataset: set --config.source_dataset, or leave '
+                    f'source_solver unset.')
+  if solver:
+    source_c = ml_collections.ConfigDict(c.to_dict())
+    source_c.update(solver)
+    try:
+      fields(source_c)
+    except UserError as e:
+      raise UserError(str(e).replace('config.', 'config.source_solver.')) from None
+  batches = [('batch_size', c.batch_size), ('eval_batch_size', c.eval_batch_size)]
+  if solver.get('batch_size'):
+    batches.append(('source_solver.batch_size', solver['batch_size']))
+  for name, value in batches:
+    if value % num_devices:
+      raise UserError(f'{name} {value} is not divisible by the {num_devices} '
                       f'devices; use a multiple of {num_devices}.')
-  if c.batch_size % num_processes:
-    raise UserError(f'batch_size {c.batch_size} is not divisible by the '
-                    f'{num_processes} processes.')
+    if name != 'eval_batch_size' and value % num_processes:
+      raise UserError(f'{name} {value} is not divisible by the '
+                      f'{num_processes} processes.')
   if not 0 <= c.sweep.shard < c.sweep.num_shards:
     raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
                     f'(sweep.num_shards - 1), got {c.sweep.shard}.')

@@ -7,6 +7,7 @@ import re
 import zlib
 from collections.abc import Sequence
 
+from tfx_jax.data.tasks import ALL, FROM
 from tfx_jax.errors import UserError
 
 # name -> (copies layers from a base, first n frozen, paper's notation)
@@ -22,7 +23,8 @@ LABELS = {name: label for name, (_, _, label) in TREATMENTS.items()}
 TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
 EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
                'random_filters': ('base', 'random_frozen')}
-ALL = 'all'  # The paper's task of the random-filters experiment: every class.
+# ALL ('all'): the paper's task of the random-filters experiment, every class.
+# FROM ('from:'): the split of tasks from two datasets, 'from:<source_dataset>'.
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -33,11 +35,14 @@ class RunSpec:
   target: str  # 'A' / 'B' / 'all': the classes trained and evaluated on.
   n: int
   seed: int
+  # Target-set size: images per class the run trains on (target B); 0: all.
+  examples_per_class: int = 0
 
   @property
   def run_id(self) -> str:
     """Stable, filesystem-safe on every OS, e.g. 'random0-A3B+-s0', 'm_n-baseB-s1',
-    'custom0-3,8_4-7,9-A2B-s0' (a custom split's '/' becomes '_')."""
+    'custom0-3,8_4-7,9-A2B-s0' (a custom split's '/' becomes '_'),
+    'from_fashion_mnist-A3B-k10-s0' (source dataset; 10 images per class)."""
     if self.treatment == 'base':
       label = f'base{self.target}'
     elif self.treatment == 'random_frozen':
@@ -45,8 +50,10 @@ class RunSpec:
     else:
       label = f'{self.source}{self.n}{self.target}'
       label += '+' if self.treatment.endswith('_ft') else ''
-    split = re.sub(r'[^\w,.+-]', '_', self.split.replace(':', ''))
-    return f'{split}-{label}-s{self.seed}'
+    split = self.split.replace(':', '_', 1) if self.split.startswith(FROM) else self.split
+    split = re.sub(r'[^\w,.+-]', '_', split.replace(':', ''))
+    size = f'-k{self.examples_per_class}' if self.examples_per_class else ''
+    return f'{split}-{label}{size}-s{self.seed}'
 
   @property
   def copies_base(self) -> bool:
@@ -62,7 +69,8 @@ class RunSpec:
     """The base run whose layers this run copies, if any."""
     if not self.copies_base:
       return None
-    return RunSpec(self.split, 'base', self.source, self.source, 0, self.seed)
+    size = self.examples_per_class if self.source == self.target else 0
+    return RunSpec(self.split, 'base', self.source, self.source, 0, self.seed, size)
 
   @property
   def init_seed(self) -> int:
@@ -80,13 +88,36 @@ def names(values: Sequence[str]) -> tuple[str, ...]:
 
 def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int],
          only: Sequence[str] = (), targets: Sequence[str] = ('B', 'A'),
-         num_groups: int = 7) -> list[RunSpec]:
-  """Every run, bases first, then by seed, n, target and treatment.
+         num_groups: int = 7, sizes: Sequence[int] = ()) -> list[RunSpec]:
+  """Every run, bases first, then by size, seed, n, target and treatment.
 
   `layers`: the n to run, each in 1..num_groups (the model's transferable
   groups); empty: all of them. Bases needed by a selected transfer are always
-  included.
+  included. `sizes`: target-set sizes (images per class of target B, 0: all),
+  one grid each; base A is shared by all of them.
   """
+  sizes = tuple(dict.fromkeys(sizes)) or (0,)
+  bad = [k for k in sizes if isinstance(k, bool) or not isinstance(k, int) or k < 0]
+  if bad:
+    raise UserError(f'config.target_examples_per_class has {bad}: each size is a '
+                    f'number of images per class, 1 or more (0: all of them).')
+  if sizes != (0,) and tuple(names(targets)) != ('B',):
+    raise UserError('config.target_examples_per_class sizes the target B: set '
+                    '--config.targets=B.')
+  runs = []
+  for size in sizes:
+    runs += [dataclasses.replace(r, examples_per_class=size if r.target == 'B' else 0)
+             for r in _grid(experiment, split, seeds, layers, only, targets, num_groups)]
+  runs = list(dict.fromkeys(runs))
+  bases = [r for r in runs if r.treatment == 'base']
+  bases.sort(key=lambda r: (r.seed, r.target != 'B', r.target,
+                            sizes.index(r.examples_per_class)))
+  return bases + [r for r in runs if r.treatment != 'base']
+
+
+def _grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int],
+          only: Sequence[str], targets: Sequence[str], num_groups: int) -> list[RunSpec]:
+  """grid() of one size."""
   if experiment not in EXPERIMENTS:
     raise UserError(f'Unknown experiment {experiment!r}; known: '
                     f'{", ".join(EXPERIMENTS)}.')
@@ -131,8 +162,7 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
   bases = {r.base for r in runs if r.base}
   if 'base' in chosen:
     bases |= {RunSpec(split, 'base', t, t, 0, s) for s in seeds for t in targets}
-  ordered_bases = sorted(bases, key=lambda r: (r.seed, r.target != 'B', r.target))
-  return ordered_bases + runs
+  return list(bases) + runs
 
 
 def parse_part(text: str) -> tuple[str, str, tuple[str, ...]]:
@@ -150,6 +180,14 @@ def parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
   """The grids a config runs, as (experiment, split, only): each of its `parts`,
   narrowed to the treatments in `only` when that is set, or the one grid that
   its `experiment`, `split` and `only` name."""
+  chosen = _parts(config)
+  if config.get('source_dataset'):  # Every part's halves are the two datasets.
+    split = FROM + config.source_dataset
+    chosen = list(dict.fromkeys((e, s if s == ALL else split, o) for e, s, o in chosen))
+  return chosen
+
+
+def _parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
   only = names(config.only)
   if not config.parts:
     return [(config.experiment, config.split, only)]
@@ -179,7 +217,8 @@ def study(config, num_groups: int = 7) -> list[RunSpec]:
   specs = []
   for experiment, split, only in parts(config):
     for spec in grid(experiment, split, config.seeds, config.layers, only,
-                     config.targets, num_groups):
+                     config.targets, num_groups,
+                     config.get('target_examples_per_class', ())):
       if spec not in specs:
         specs.append(spec)
   return ([s for s in specs if s.treatment == 'base']

@@ -42,6 +42,8 @@ class Result:
   best10_top1: float  # METRIC over the run's evaluations.
   steps: int
   wall_s: float  # Train and eval time, over every resume (compile and I/O excluded).
+  # Optional (a column only in files that have a size): the target-set size.
+  examples_per_class: int = 0
 
   @classmethod
   def of_run(cls, spec: experiments.RunSpec, history: Sequence[dict], steps: int,
@@ -50,16 +52,18 @@ class Result:
     last = history[-1]
     return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
                spec.n, spec.seed, last['top1'], last['top5'],
-               best10([h['top1'] for h in history]), steps, round(wall_s, 3))
+               best10([h['top1'] for h in history]), steps, round(wall_s, 3),
+               spec.examples_per_class)
 
   @property
   def accuracy(self) -> float:
     return self.best10_top1
 
   @property
-  def key(self) -> tuple[str, str, str, str, int, int]:
-    """What identifies a run across files: split, treatment, halves, n, seed."""
-    return (self.split, self.treatment, self.source, self.target, self.n, self.seed)
+  def key(self) -> tuple[str, str, str, str, int, int, int]:
+    """What identifies a run across files: split, treatment, halves, n, seed, size."""
+    return (self.split, self.treatment, self.source, self.target, self.n, self.seed,
+            self.examples_per_class)
 
   @property
   def sort_key(self) -> tuple:
@@ -67,7 +71,7 @@ class Result:
 
   @property
   def family(self) -> str | None:
-    """'random', 'm_n', 'custom' or 'all'; runs on every class (target 'all') are 'all'
+    """'random', 'm_n', 'custom', 'from' (across datasets) or 'all'; runs on every class (target 'all') are 'all'
     whatever split the runner named, so random frozen filters meet their base."""
     return 'all' if self.target == 'all' else split_family(self.split)
 
@@ -75,8 +79,10 @@ class Result:
     return dataclasses.asdict(self)
 
 
-COLUMNS = tuple(f.name for f in dataclasses.fields(Result))
-_INTS, _FLOATS = ('n', 'seed', 'steps'), ('top1', 'top5', METRIC, 'wall_s')
+FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+OPTIONAL = {'examples_per_class': 0}  # Written only when some run differs from this.
+COLUMNS = tuple(f for f in FIELDS if f not in OPTIONAL)  # Every file has these.
+_INTS, _FLOATS = ('n', 'seed', 'steps', 'examples_per_class'), ('top1', 'top5', METRIC, 'wall_s')
 
 
 def split_family(split: str) -> str | None:
@@ -86,31 +92,38 @@ def split_family(split: str) -> str | None:
     return 'custom'
   if split.startswith('random:'):
     return 'random'
+  if split.startswith(experiments.FROM) and len(split) > len(experiments.FROM):
+    return 'from'
   return split if split in ('m_n', 'all') else None
 
 
 def to_csv(results: Iterable[Result]) -> str:
-  """results.csv's text: the header, then a row per result (floats by repr)."""
+  """results.csv's text: the header, then a row per result (floats by repr);
+  an OPTIONAL column only when some result has another value than its default."""
+  results = list(results)
+  columns = [f for f in FIELDS if f not in OPTIONAL
+             or any(getattr(r, f) != OPTIONAL[f] for r in results)]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(COLUMNS)
+  writer.writerow(columns)
   for result in results:
-    writer.writerow([repr(v) if isinstance(v, float) else v
-                     for v in dataclasses.astuple(result)])
+    row = result.as_dict()
+    writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in columns])
   return out.getvalue()
 
 
 def from_dict(row: dict, where: str) -> Result:
   """A checked Result from a CSV row or result.json; UserError naming `where`."""
   if None in row or None in row.values():
-    raise UserError(f'{where}: expected {len(COLUMNS)} fields, as in the header.')
+    raise UserError(f'{where}: expected {len(row)} fields, as in the header.')
+  row = {**OPTIONAL, **row}
   try:
     ints = {c: int(row[c]) for c in _INTS}
     floats = {c: float(row[c]) for c in _FLOATS}
   except ValueError as e:
-    raise UserError(f'{where}: {e} (n, seed, steps must be integers; top1, '
-                    f'top5, best10_top1, wall_s numbers).') from None
-  result = Result(**{c: str(row[c]) for c in COLUMNS if c not in ints and c not in floats},
+    raise UserError(f'{where}: {e} (n, seed, steps, examples_per_class must be '
+                    f'integers; top1, top5, best10_top1, wall_s numbers).') from None
+  result = Result(**{c: str(row[c]) for c in FIELDS if c not in ints and c not in floats},
                   **ints, **floats)
   problem = _problem(result)
   if problem:
@@ -140,6 +153,8 @@ def _problem(r: Result) -> str | None:
     return f'{", ".join(bad)} outside [0, 1]'
   if r.steps < 0:
     return f'steps = {r.steps} is negative'
+  if r.examples_per_class < 0:
+    return f'examples_per_class = {r.examples_per_class} is negative'
   return None
 
 
@@ -173,12 +188,12 @@ def read_csv(path: str) -> tuple[list[Result], list[str]]:
     latest[run.key] = run
   if len(latest) < len(rows):
     notes.append(f'{len(rows) - len(latest)} repeated row(s) of the same run '
-                 f'(split, treatment, source, target, n, seed): the last one '
+                 f'(split, treatment, source, target, n, seed, size): the last one '
                  f'in the file was used.')
   unknown = sorted({r.split for r in latest.values() if r.family is None})
   if unknown:
     notes.append(f'Rows of unknown split(s) {", ".join(unknown)} were ignored '
-                 f'(known: random:<seed>, m_n, custom:<A>/<B>, all).')
+                 f'(known: random:<seed>, m_n, custom:<A>/<B>, from:<dataset>, all).')
   runs = sorted((r for r in latest.values() if r.family is not None),
                 key=lambda r: r.sort_key)
   return runs, notes

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from tfx_jax import config as config_lib
 from tfx_jax import errors, files, progress
-from tfx_jax.data import input_pipeline, splits
+from tfx_jax.data import input_pipeline, tasks
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments, local_shards, lock
 from tfx_jax.grid.results import Result
@@ -40,74 +41,97 @@ class Grid:
     self.label_cache = os.path.join(workdir, 'labels')
     self.is_main = jax.process_index() == 0
     self.mesh = steps.make_mesh()
-    self.data = input_pipeline.dataset_spec(config.dataset)
-    self.halves = {}  # (split, target) -> its classes
-    for _, split, _ in experiments.parts(config):
-      if split == experiments.ALL:
-        self.halves[split, experiments.ALL] = tuple(range(self.data.num_classes))
-      else:
-        a, b = splits.resolve(split, config.dataset, self.data.num_classes)
-        self.halves[split, 'A'], self.halves[split, 'B'] = tuple(a), tuple(b)
-    self.local_batch = config.batch_size // jax.process_count()
+    self.image_shape = tasks.model_input(config).image_shape
+    self.tasks = {(split, target): task  # (split, target) -> its dataset and classes
+                  for _, split, _ in experiments.parts(config)
+                  for target, task in tasks.resolve(split, config).items()}
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
     self.specs = experiments.study(config, len(self.groups))
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
-    self._eval_data = {}
-    self.preprocess = steps.normalizer(self.data.mean, self.data.std)
+    self._eval_data, self._norms = {}, {}
     self.preemption = preemption.Watch()
 
+  def shards(self) -> list[int]:
+    """The sweep shard of each of self.specs (`assign`)."""
+    costs = [self.run_config(s).total_steps * self.run_config(s).batch_size
+             for s in self.specs]
+    return assign(self.specs, costs, self.config.sweep.num_shards)
+
+  def run_config(self, spec: experiments.RunSpec) -> ml_collections.ConfigDict:
+    """The config `spec` trains with: the grid's, with `source_solver`'s fields
+    for runs on the source dataset."""
+    c = self.config
+    if not (spec.split.startswith(experiments.FROM) and spec.target == 'A'):
+      return c
+    overrides = {k: v for k, v in c.source_solver.items() if v is not None}
+    if not overrides:
+      return c
+    run_c = ml_collections.ConfigDict(c.to_dict())
+    run_c.update(overrides)
+    return run_c
+
+  def task(self, spec: experiments.RunSpec) -> tasks.Task:
+    return self.tasks[spec.split, spec.target]
+
+  def preprocess(self, task: tasks.Task):
+    key = (task.data.mean, task.data.std)
+    if key not in self._norms:
+      self._norms[key] = steps.normalizer(*key)
+    return self._norms[key]
+
   # Compiled functions, shared by every run with the same shapes and cut.
-  def optimizer(self, params, frozen_n: int):
-    if frozen_n not in self._optimizers:
-      c = self.config
+  def optimizer(self, params, frozen_n: int, c: ml_collections.ConfigDict):
+    key = (frozen_n, *(c[k] for k in config_lib.SOLVER_FIELDS))
+    if key not in self._optimizers:
       schedule = optim.make_schedule(c.schedule, c.lr, c.total_steps,
                                      step_size=c.lr_step, gamma=c.lr_gamma,
                                      warmup_steps=c.warmup_steps)
       labels = surgery.freeze_labels(params, self.first(frozen_n))
-      self._optimizers[frozen_n] = optim.make_optimizer(
+      self._optimizers[key] = optim.make_optimizer(
           labels, schedule, momentum=c.momentum, weight_decay=c.weight_decay,
           bias_lr_mult=c.bias_lr_mult)
-    return self._optimizers[frozen_n]
+    return self._optimizers[key]
 
-  def _batch_shapes(self, with_mask: bool):
+  def _batch_shapes(self, b: int, with_mask: bool):
     sharding = steps.batch_sharded(self.mesh)
-    b = self.config.eval_batch_size if with_mask else self.config.batch_size
-    shapes = {'image': jax.ShapeDtypeStruct((b, *self.data.image_shape), jnp.uint8,
+    shapes = {'image': jax.ShapeDtypeStruct((b, *self.image_shape), jnp.uint8,
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
     if with_mask:
       shapes['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
     return shapes
 
-  def train_step(self, model, optimizer, state, frozen_n: int):
-    key = (model.num_classes, frozen_n)
+  def train_step(self, model, optimizer, state, frozen_n: int, task: tasks.Task,
+                 batch_size: int):
+    key = (model.num_classes, frozen_n, id(optimizer), id(self.preprocess(task)), batch_size)
     if key not in self._steps:
       with self.progress.phase('compile'):
         step = steps.make_train_step(model, optimizer, self.first(frozen_n),
-                                     self.mesh, self.preprocess)
-        self._steps[key] = step.lower(state, self._batch_shapes(False)).compile()
+                                     self.mesh, self.preprocess(task))
+        self._steps[key] = step.lower(state, self._batch_shapes(batch_size, False)).compile()
     return self._steps[key]
 
-  def eval_step(self, model, variables):
-    if model.num_classes not in self._evals:
+  def eval_step(self, model, variables, task: tasks.Task):
+    key = (model.num_classes, id(self.preprocess(task)))
+    if key not in self._evals:
       with self.progress.phase('compile'):
-        step = steps.make_eval_step(model, self.mesh, self.preprocess)
-        self._evals[model.num_classes] = step.lower(
-            variables, self._batch_shapes(True)).compile()
-    return self._evals[model.num_classes]
+        step = steps.make_eval_step(model, self.mesh, self.preprocess(task))
+        self._evals[key] = step.lower(
+            variables, self._batch_shapes(self.config.eval_batch_size, True)).compile()
+    return self._evals[key]
 
   def first(self, n: int) -> tuple[str, ...]:
     """The paths of the model's first n transferable groups."""
     return surgery.first_layers(n, self.groups)
 
   def eval_data(self, half: tuple[str, str]) -> input_pipeline.EvalData:
-    """A half's eval data, built once per grid and re-iterated at every evaluation."""
+    """A task's eval data, built once per grid and re-iterated at every evaluation."""
     if half not in self._eval_data:
-      c = self.config
+      c, task = self.config, self.tasks[half]
       self._eval_data[half] = input_pipeline.EvalData(
-          c.dataset, self.halves[half], batch_size=self.local_eval_batch,
-          data_dir=c.data_dir, max_examples=c.eval_examples or None,
+          task.data, task.classes, batch_size=self.local_eval_batch,
+          data_dir=task.data_dir, max_examples=c.eval_examples or None,
           num_workers=c.num_workers, cache_dir=self.label_cache)
     return self._eval_data[half]
 
@@ -117,7 +141,7 @@ class Grid:
   def wait_for(self, base: experiments.RunSpec, index: int) -> None:
     """Poll until another shard has finished `base`; a clear error on timeout."""
     sweep = self.config.sweep
-    owner = shard_of(self.specs.index(base), sweep.num_shards)
+    owner = self.shards()[self.specs.index(base)]
     deadline = time.time() + sweep.wait_minutes * 60
     self.log(f'[{index + 1}/{len(self.specs)}] waiting for base {base.run_id} '
              f'(sweep shard {owner}) to finish...')
@@ -135,7 +159,7 @@ class Grid:
     """Whether `base` is finished and has its final checkpoint to transplant from."""
     return base.run_id in self._bases or (
         self.finished(base)
-        and self.workdir.has_checkpoint(base.run_id, self.config.total_steps))
+        and self.workdir.has_checkpoint(base.run_id, self.run_config(base).total_steps))
 
   def lost_bases(self) -> set[str]:
     """Finished bases without their final checkpoint (a workdir copied without
@@ -154,7 +178,8 @@ class Grid:
     try:
       self.base_variables(base)
     except Exception as e:  # pylint: disable=broad-except  # Orbax raises many kinds.
-      directory, step = self.workdir.checkpoint_dir(base.run_id), self.config.total_steps
+      directory = self.workdir.checkpoint_dir(base.run_id)
+      step = self.run_config(base).total_steps
       aside = os.path.join(directory, f'corrupt-{step}')
       errors.warn(f'The final checkpoint of base {base.run_id} is unreadable '
                   f'({type(e).__name__}); moved to {aside}: the base is trained again.')
@@ -163,7 +188,7 @@ class Grid:
 
   def init_variables(self, spec: experiments.RunSpec, model):
     return registry.init_variables(model, jax.random.PRNGKey(spec.init_seed),
-                                 self.data.image_shape)
+                                   self.image_shape)
 
   def base_variables(self, base: experiments.RunSpec):
     """A finished base's final variables (params and any other collection),
@@ -171,14 +196,14 @@ class Grid:
     if base.run_id not in self._bases:
       if not self.finished(base):
         raise RuntimeError(f'Base {base.run_id} is not finished.')
-      model = registry.create(self.config.model,
-                            len(self.halves[base.split, base.target]))
+      model = registry.create(self.config.model, len(self.task(base).classes))
       rep = steps.replicated(self.mesh)
       like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                           jax.eval_shape(lambda: self.init_variables(base, model)))
       with self.progress.phase('io'):
         self._bases[base.run_id] = checkpoints.load_variables(
-            self.workdir.checkpoint_dir(base.run_id), self.config.total_steps, like)
+            self.workdir.checkpoint_dir(base.run_id), self.run_config(base).total_steps,
+            like)
     return self._bases[base.run_id]
 
   def log(self, message: str) -> None:
@@ -187,23 +212,23 @@ class Grid:
 
   def run_one(self, index: int, spec: experiments.RunSpec) -> Result:
     """Train and evaluate one run, resuming from its newest checkpoint."""
-    c = self.config
-    classes = self.halves[spec.split, spec.target]
-    model = registry.create(c.model, len(classes))
+    c, task = self.run_config(spec), self.task(spec)
+    model = registry.create(c.model, len(task.classes))
     variables = self.init_variables(spec, model)
     if spec.copies_base:  # Every collection: BatchNorm statistics too.
       variables = surgery.transplant_variables(
           variables, self.base_variables(spec.base), self.first(spec.n))
     params = variables.pop('params')
-    optimizer = self.optimizer(params, spec.frozen_n)
+    optimizer = self.optimizer(params, spec.frozen_n, c)
     state = steps.create_state(params, optimizer, spec.init_seed, self.mesh,
                                model_state=variables)
-    step_fn = self.train_step(model, optimizer, state, spec.frozen_n)
-    eval_fn = self.eval_step(model, state.variables)
+    step_fn = self.train_step(model, optimizer, state, spec.frozen_n, task, c.batch_size)
+    eval_fn = self.eval_step(model, state.variables, task)
     data = input_pipeline.train_iterator(
-        c.dataset, classes, batch_size=self.local_batch, seed=spec.init_seed,
-        data_dir=c.data_dir, augment=c.augment, num_workers=c.num_workers,
-        cache_dir=self.label_cache)
+        task.data, task.classes, batch_size=c.batch_size // jax.process_count(),
+        seed=spec.init_seed, data_dir=task.data_dir, augment=c.augment,
+        num_workers=c.num_workers, cache_dir=self.label_cache,
+        examples_per_class=spec.examples_per_class, subset_seed=spec.seed)
 
     def evaluate(variables) -> dict:
       return steps.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),
@@ -231,11 +256,26 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   transferable groups."""
   files.check_path(workdir, '--workdir')
   groups = checks.validate(config, jax.device_count(), jax.process_count())
-  input_pipeline.check_prepared(config.dataset, config.data_dir)
+  for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
+               for t in tasks.resolve(split, config).values()}.values():
+    input_pipeline.check_prepared(task.data, task.data_dir)
   if jax.process_index() == 0:
     lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards)
   Workdir(workdir).prepare(config, groups)
   return groups
+
+
+def assign(specs: list[experiments.RunSpec], costs: list[int], num_shards: int) -> list[int]:
+  """The sweep shard of each run: the bases, costliest first, each to the
+  shard with the least base work so far (a source base may cost 20 of the
+  target's), then the other runs by `shard_of` their index."""
+  shards = [shard_of(i, num_shards) for i in range(len(specs))]
+  load = [0] * num_shards
+  bases = [i for i, spec in enumerate(specs) if spec.treatment == 'base']
+  for i in sorted(bases, key=lambda i: -costs[i]):
+    shards[i] = min(range(num_shards), key=lambda k: load[k])
+    load[shards[i]] += costs[i]
+  return shards
 
 
 def shard_of(index: int, num_shards: int) -> int:
@@ -260,11 +300,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
 def _run(grid: Grid) -> bool:
   config, workdir = grid.config, grid.workdir.path
   shards, shard = config.sweep.num_shards, config.sweep.shard
-  mine = [i for i in range(len(grid.specs)) if shard_of(i, shards) == shard]
+  mine = [i for i, k in enumerate(grid.shards()) if k == shard]
   lost = grid.lost_bases()
   todo = [i for i in mine
           if not grid.finished(grid.specs[i]) or grid.specs[i].run_id in lost]
-  grid.progress.start_grid(len(todo) * config.total_steps)
+  grid.progress.start_grid(sum(grid.run_config(grid.specs[i]).total_steps for i in todo))
   part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
   again = sum(grid.specs[i].run_id in lost for i in mine)  # finished, yet in todo
   done = len(mine) - len(todo) + again

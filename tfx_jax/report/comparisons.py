@@ -20,7 +20,8 @@ from tfx_jax.grid.experiments import LABELS
 from tfx_jax.grid.results import Result
 
 FAMILY_NAMES = {'random': 'random split', 'm_n': 'm/n split',
-                'custom': 'custom split', 'all': 'all-classes task'}
+                'custom': 'custom split', 'from': 'cross-dataset task',
+                'all': 'all-classes task'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,23 +122,24 @@ def pct(x: float) -> str:
 
 def primary_family(runs: Iterable[Result]) -> str | None:
   """The split family of findings 1-4, Figure 2 and Table 1: random, else m/n,
-  else a custom split."""
+  else a custom split, else tasks from two datasets."""
   families = {r.family for r in runs}
-  return next((f for f in ('random', 'm_n', 'custom') if f in families), None)
+  return next((f for f in ('random', 'm_n', 'custom', 'from') if f in families), None)
 
 
 def frozen_family(runs: Iterable[Result]) -> str:
   """The split family of the random frozen filters (finding 6): the paper's
   all-classes task when it has runs, else the random split, else m/n."""
   families = {r.family for r in runs if r.treatment == 'random_frozen'}
-  return next((f for f in ('all', 'random', 'm_n', 'custom') if f in families), 'all')
+  return next((f for f in ('all', 'random', 'm_n', 'custom', 'from') if f in families),
+              'all')
 
 
 def why_missing(runs: Sequence[Result], family: str | None, treatment: str,
                 against: str = 'base') -> str:
   """Why compare(runs, treatment, family, against) is empty, in words."""
   if family is None:
-    return 'no runs on a random or m/n split'
+    return 'no runs on a random, m/n or custom split, or across datasets'
   where = FAMILY_NAMES[family]
   if not select(runs, treatment, family):
     return f'no {name(treatment)} runs on the {where}'

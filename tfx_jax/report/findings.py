@@ -311,6 +311,9 @@ def dissimilar_drop(runs: Sequence[Result], d: Depth = Depth()) -> Finding:
     if not why:
       why.append(f'no n in {_layers(d.drop)} present in both splits '
                  f'(m/n n = {sorted(m_n)}, random n = {sorted(rand)})')
+    if any(r.family == 'from' for r in runs):
+      why.append('it compares two splits of one dataset, and these tasks come from '
+                 'two datasets')
     return Finding(5, None, f'not testable: {"; ".join(why)}.')
   spread = len(_seeds(m_n, rand)) > 1
   gap = float(np.mean([m_n[n].mean - rand[n].mean for n in common]))
@@ -331,8 +334,8 @@ def beats_random_filters(runs: Sequence[Result]) -> Finding:
   """Finding 6."""
   frozen_on = frozen_family(runs)
   frozen = compare(runs, 'random_frozen', frozen_on)
-  family = next((f for f in ('m_n', 'random', 'custom') if compare(runs, 'transfer', f)),
-                'random')
+  family = next((f for f in ('m_n', 'random', 'custom', 'from')
+                 if compare(runs, 'transfer', f)), 'random')
   transfer = compare(runs, 'transfer', family)
   common = sorted(set(frozen) & set(transfer))
   if not common:

@@ -14,7 +14,7 @@ import os
 
 from tfx_jax import errors, files
 from tfx_jax.grid import results
-from tfx_jax.report import comparisons, figures, over_time, tables
+from tfx_jax.report import comparisons, figures, over_time, tables, target_size
 from tfx_jax.report import findings as fnd
 from tfx_jax.report.comparisons import FAMILY_NAMES
 
@@ -60,7 +60,12 @@ def write_report(workdir: str) -> dict:
   Raises UserError if results.csv is missing or malformed.
   """
   files.check_path(workdir, '--workdir')
-  runs, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
+  every_size, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
+  size = target_size.main_size(every_size)
+  runs = target_size.at_size(every_size, size)
+  if len(target_size.sizes(every_size)) > 1:
+    notes.append(f'Several target-set sizes: these findings and figures are those of '
+                 f'{target_size.label(size)} images per class; target_size.md has them all.')
   dataset, config_notes = read_dataset(workdir)
   groups = read_groups(workdir)
   curves, curve_notes = over_time.read_curves(workdir, runs)
@@ -85,6 +90,8 @@ def write_report(workdir: str) -> dict:
       'generality.md': tables.generality(runs, dataset),
       'over_time.md': over_time.markdown(when, table, family, curve_notes),
   }
+  if len(target_size.sizes(every_size)) > 1:
+    texts['target_size.md'] = target_size.markdown(every_size)
   for name, text in texts.items():
     files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
@@ -92,7 +99,9 @@ def write_report(workdir: str) -> dict:
   for name, fig, formats in (
       ('figure2', figures.figure2(runs, dataset, groups), ('png', 'svg')),
       ('figure3', figures.figure3(runs, dataset, groups), ('png',)),
-      ('over_time', figures.over_time(table, title, len(groups)), ('png',))):
+      ('over_time', figures.over_time(table, title, len(groups)), ('png',)),
+      *((('target_size', target_size.figure(every_size, dataset), ('png',)),)
+        if len(target_size.sizes(every_size)) > 1 else ())):
     for fmt in formats:
       files.atomic_write(os.path.join(out, f'{name}.{fmt}'), figures.to_bytes(fig, fmt))
   return result

@@ -1,0 +1,286 @@
+"""Image folders: `python -m tfx_jax.prepare folder --source_dir=DIR
+--data_dir=OUT --name=NAME` writes OUT/folders/NAME/ in the JPEG-shard format
+ImageNet's prepare writes (jpeg_shards.py); `--config.dataset=folder:NAME
+--config.data_dir=OUT` trains on it.
+
+Layout: DIR/<class>/<files> (torchvision's ImageFolder, Keras'
+image_dataset_from_directory), the sorted class names giving the labels, or
+DIR/train/<class>/ with DIR/test/<class>/ (or validation/). Without a test
+folder a stratified fraction of each class is held out (`subsets.holdout`),
+the same on every run. Every image is decoded as a viewer shows it (EXIF
+orientation applied; CMYK, palette, 16-bit and grey made RGB; transparency
+composited on white), warped to SIZE x SIZE as ImageNet's prepare does and
+stored as JPEG quality 90. What happens to odd inputs is in docs/own_data.md:
+files that do not decode are skipped with a warning naming each (their
+labels become -1, which no task selects), and listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import warnings
+
+import cv2
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import simplejpeg
+
+from tfx_jax import errors, files
+from tfx_jax.data import jpeg_shards, prepare, subsets
+from tfx_jax.errors import UserError
+
+FORMAT_DIR = 'folders'  # OUT/folders/NAME/
+QUALITY = 90
+IMAGE_EXTENSIONS = frozenset(('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif',
+                              '.tiff', '.ppm', '.pgm', '.pbm'))
+EVAL_DIRS = ('test', 'validation', 'val')
+STATS_SAMPLE = 10_000  # As for TFDS datasets: evenly spaced train images.
+
+
+def dirname(name: str) -> str:
+  return os.path.join(FORMAT_DIR, name)
+
+
+def check_name(name: str | None) -> str:
+  if not name or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name):
+    raise UserError(f'--name={name!r}: name the dataset with letters, digits, _ . - '
+                    f'(it becomes folder:NAME), e.g. --name=my_flowers.')
+  return name
+
+
+def describe(name: str, data_dir: str | None) -> dict:
+  """A prepared folder's metadata, for datasets.dataset_spec."""
+  root = jpeg_shards.dataset_dir(data_dir, dirname(name))
+  manifest = jpeg_shards.read_manifest(root)
+  if manifest is None or manifest.get('dataset') != f'folder:{name}':
+    raise UserError(f'No prepared image folder {name!r} in {root}: prepare it with '
+                    f'`python -m tfx_jax.prepare folder --source_dir=DIR '
+                    f'--data_dir={data_dir or jpeg_shards.default_data_dir()} --name={name}` '
+                    f'(docs/own_data.md).')
+  return {'shape': (*manifest['image_size'], 3), 'num_classes': len(manifest['class_names']),
+          'class_names': tuple(manifest['class_names']), 'splits': tuple(manifest['splits']),
+          'mean': tuple(manifest['mean']), 'std': tuple(manifest['std']),
+          'dirname': dirname(name)}
+
+
+class Listing:
+  """One split's images: paths relative to the source directory, sorted by
+  (label, path), and their labels."""
+
+  def __init__(self, names: list[str], labels: list[int]):
+    self.names, self.labels = names, np.asarray(labels, np.int32)
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+
+def _entries(directory: str) -> list[os.DirEntry]:
+  try:
+    return sorted((e for e in os.scandir(directory) if not e.name.startswith('.')),
+                  key=lambda e: e.name)
+  except OSError as e:
+    raise UserError(f'Cannot read {directory} ({e.strerror}).') from None
+
+
+def _class_files(class_dir: str) -> tuple[list[str], list[str]]:
+  """Image files under class_dir (any depth, symlinks followed), and the others."""
+  found, ignored = [], []
+  for root, dirs, names in os.walk(class_dir, followlinks=True):
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    for n in sorted(names):
+      if n.startswith('.'):
+        continue
+      path = os.path.join(root, n)
+      (found if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS else ignored).append(path)
+  return found, ignored
+
+
+def _classes(directory: str) -> dict[str, list[str]]:
+  """Class name -> its image files (absolute), for one DIR/<class>/ level."""
+  out, ignored = {}, []
+  for entry in _entries(directory):
+    if entry.is_dir():  # Follows symlinks.
+      out[entry.name], skipped = _class_files(entry.path)
+      ignored += skipped
+    else:
+      ignored.append(entry.path)
+  if ignored:
+    errors.warn(f'{len(ignored)} file(s) in {directory} are not images by their '
+                f'extension and are ignored, e.g. {ignored[0]}.')
+  return out
+
+
+def list_folder(source_dir: str, eval_fraction: float) -> tuple[list[str], dict[str, Listing]]:
+  """The class names and each split's listing; UserError for a layout that
+  cannot be used (named, with the fix)."""
+  if not os.path.isdir(source_dir):
+    raise UserError(f'--source_dir {source_dir!r} is not a directory; give the folder '
+                    f'holding one subfolder per class.')
+  top = {e.name for e in _entries(source_dir) if e.is_dir()}
+  eval_dir = next((d for d in EVAL_DIRS if d in top), None)
+  if 'train' in top and eval_dir:
+    parts = {'train': _classes(os.path.join(source_dir, 'train')),
+             'test': _classes(os.path.join(source_dir, eval_dir))}
+  else:
+    parts = {'all': _classes(source_dir)}
+  names = sorted(set().union(*parts.values()))
+  if len(names) < 2:
+    raise UserError(f'{source_dir} has {len(names)} class folder(s); it needs one '
+                    f'subfolder per class, at least 2 (DIR/<class>/<images>).')
+  for part, classes in parts.items():
+    for c in names:
+      where = os.path.join(source_dir, '' if part == 'all' else
+                           ('train' if part == 'train' else eval_dir), c)
+      if part != 'test' and not classes.get(c):
+        raise UserError(f'Class folder {where} holds no images: add images, or remove '
+                        f'the folder (the classes are the folders).')
+      if part == 'test' and not classes.get(c):
+        errors.warn(f'Class {c!r} has no images in {os.path.dirname(where)}: it is '
+                    f'not evaluated.')
+  rel = lambda path: os.path.relpath(path, source_dir)  # noqa: E731
+  if 'all' in parts:
+    paths = [(names.index(c), rel(p)) for c in names for p in parts['all'][c]]
+    labels = np.array([label for label, _ in paths])
+    held = subsets.holdout(labels, eval_fraction)
+    for c in names:
+      if len(parts['all'][c]) == 1:
+        errors.warn(f'Class {c!r} has one image: it is trained on and not evaluated.')
+    split_paths = {'train': [p for p, h in zip(paths, held) if not h],
+                   'test': [p for p, h in zip(paths, held) if h]}
+  else:
+    split_paths = {s: [(names.index(c), rel(p)) for c in names for p in parts[s].get(c, [])]
+                   for s in ('train', 'test')}
+  return names, {s: Listing([p for _, p in sorted(v)], [label for label, _ in sorted(v)])
+                 for s, v in split_paths.items()}
+
+
+def decode(data: bytes) -> np.ndarray:
+  """Image file bytes -> uint8 RGB [H, W, 3], as a viewer shows it: EXIF
+  orientation applied, the first frame, palette, CMYK, grey and 16-bit made
+  RGB, transparency composited on white. Raises on anything unreadable."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # PIL's DecompressionBomb and palette notes.
+    image = PIL.Image.open(io.BytesIO(data))
+    image.load()  # A truncated file raises here.
+    image = PIL.ImageOps.exif_transpose(image)
+  if image.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):  # 16-bit or float grey.
+    array = np.asarray(image, np.float64)
+    top = 65535.0 if array.max() > 255 else 255.0
+    image = PIL.Image.fromarray(np.clip(array * 255.0 / top, 0, 255).round().astype(np.uint8))
+  if image.mode == 'P':
+    image = image.convert('RGBA' if 'transparency' in image.info else 'RGB')
+  if image.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa'):
+    rgba = image.convert('RGBA')
+    white = PIL.Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+    image = PIL.Image.alpha_composite(white, rgba)
+  return np.asarray(image.convert('RGB'))
+
+
+def write_shard(task) -> tuple[str, int, int]:
+  """Decodes, warps and encodes one shard's images; a file that does not
+  decode gets an empty entry (skipped). Writes the shard, then its offsets."""
+  root, split, shard, source_dir, names, size = task
+  cv2.setNumThreads(1)
+  chunks, ends = [], [0]
+  for name in names:
+    try:
+      with open(os.path.join(source_dir, name), 'rb') as f:
+        image = decode(f.read())
+      image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+      jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(image), QUALITY, 'RGB', '420')
+    except Exception:  # pylint: disable=broad-except  # PIL raises many kinds.
+      jpeg = b''
+    chunks.append(jpeg)
+    ends.append(ends[-1] + len(jpeg))
+  files.atomic_write(jpeg_shards.shard_path(root, split, shard), b''.join(chunks))
+  files.atomic_write(jpeg_shards.offsets_path(root, split, shard),
+                     jpeg_shards.npy_bytes(np.asarray(ends, np.int64)))
+  return split, shard, len(names)
+
+
+def fingerprint(source_dir: str, listings: dict[str, Listing]) -> str:
+  """Of every listed file's path, size and modification time."""
+  h = hashlib.sha256()
+  for split, listing in listings.items():
+    for name in listing.names:
+      st = os.stat(os.path.join(source_dir, name))
+      h.update(f'{split}\0{name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+  return h.hexdigest()
+
+
+def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: int = 256,
+                   eval_fraction: float = 0.2, num_workers: int = 0,
+                   images_per_shard: int = 1024, log=print) -> dict:
+  """Writes (or completes) DATA_DIR/folders/NAME; returns its manifest."""
+  check_name(name)
+  if not 8 <= size <= 4096:
+    raise UserError(f'--size={size}: the side images are stored at must be in 8..4096; '
+                    f'e.g. --size=256.')
+  if images_per_shard < 1:
+    raise UserError(f'--images_per_shard must be >= 1, got {images_per_shard}.')
+  if data_dir:
+    files.check_path(data_dir, '--data_dir')
+  root = jpeg_shards.dataset_dir(data_dir, dirname(name))
+  log(f'Listing {source_dir} ...')
+  class_names, listings = list_folder(os.path.abspath(source_dir), eval_fraction)
+  plan = {'format': jpeg_shards.FORMAT, 'version': jpeg_shards.VERSION,
+          'dataset': f'folder:{name}', 'image_size': [size, size], 'quality': QUALITY,
+          'images_per_shard': images_per_shard, 'class_names': class_names,
+          'eval_fraction': eval_fraction, 'source': os.path.abspath(source_dir),
+          'encoder': f'PIL {PIL.__version__}, opencv {cv2.__version__} INTER_LINEAR, '
+                     f'simplejpeg {simplejpeg.__version__} 4:2:0',
+          'fingerprint': fingerprint(source_dir, listings),
+          'splits': {s: {'num_examples': len(l)} for s, l in listings.items()}}
+
+  def task(split, k, rows):
+    return (root, split, k, os.path.abspath(source_dir), listings[split].names[rows], size)
+
+  rate = prepare.write_all(root, listings, plan, task, write_shard, images_per_shard,
+                           num_workers, log)
+  indices = prepare.finish(root, listings, images_per_shard)
+  skipped = []
+  for split, index in indices.items():
+    bad = np.flatnonzero(index[:, 1] == 0)
+    if len(bad):
+      labels = listings[split].labels.copy()
+      labels[bad] = -1
+      files.atomic_write(jpeg_shards.labels_path(root, split), jpeg_shards.npy_bytes(labels))
+      skipped += [listings[split].names[i] for i in bad]
+  for path in skipped:
+    errors.warn(f'Skipped {os.path.join(source_dir, path)}: not a readable image.')
+  mean, std = _stats(root, indices['train'], listings['train'], images_per_shard)
+  manifest = {**plan, 'mean': mean, 'std': std, 'skipped': skipped}
+  files.atomic_write_json(os.path.join(root, jpeg_shards.MANIFEST), manifest)
+  log(f'Done: {root} ({len(class_names)} classes, '
+      f'{sum(len(l) for l in listings.values()) - len(skipped):,} images'
+      f'{f", {len(skipped)} skipped" if skipped else ""}). Train with '
+      f'--config.dataset=folder:{name} --config.data_dir='
+      f'{data_dir or jpeg_shards.default_data_dir()}')
+  return {**manifest, 'images_per_s': rate}
+
+
+def _stats(root: str, index: np.ndarray, listing: Listing, per_shard: int):
+  """Per-channel mean and std (0..255) of up to STATS_SAMPLE evenly spaced
+  stored train images."""
+  good = np.flatnonzero(index[:, 1] > 0)
+  if not len(good):
+    raise UserError(f'No image of {listing.names[0] if listing.names else "the train split"}'
+                    f' ... decodes: nothing to train on.')
+  picks = good[np.unique(np.linspace(0, len(good) - 1, min(len(good), STATS_SAMPLE))
+                         .astype(int))]
+  total, total_sq, count = np.zeros(3), np.zeros(3), 0
+  for shard in np.unique(picks // per_shard):
+    data = files.read_bytes(jpeg_shards.shard_path(root, 'train', int(shard)))
+    for i in picks[picks // per_shard == shard]:
+      offset, size = index[i]
+      image = jpeg_shards.decode(data[offset:offset + size]).astype(np.float64)
+      total += image.sum((0, 1))
+      total_sq += (image ** 2).sum((0, 1))
+      count += image.shape[0] * image.shape[1]
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
+  return [round(float(m), 3) for m in mean], [round(float(s), 3) for s in std]
