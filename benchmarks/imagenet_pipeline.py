@@ -30,7 +30,8 @@ import numpy as np
 import PIL.Image
 from absl import app, flags, logging
 
-from tfx_jax.data import ilsvrc, input_pipeline, jpeg_shards, prepare, synthetic_imagenet
+from tfx_jax.data import input_pipeline
+from tfx_jax.data.sources import ilsvrc, jpeg_shards, prepare, synthetic_imagenet
 
 _JSON = flags.DEFINE_string('json', None, 'Write the headline numbers here.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per measurement (median).')

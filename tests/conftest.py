@@ -93,7 +93,7 @@ IMAGENET_CLASSES = (0, 1, 400, 401)
 @pytest.fixture(scope='session')
 def imagenet_manual_dir(tmp_path_factory):
   """(manual_dir, truth): 6 train and 2 validation images per class."""
-  from tfx_jax.data import synthetic_imagenet  # pylint: disable=import-outside-toplevel
+  from tfx_jax.data.sources import synthetic_imagenet  # pylint: disable=import-outside-toplevel
   path = str(tmp_path_factory.mktemp('manual'))
   truth = synthetic_imagenet.write_manual_dir(path, IMAGENET_CLASSES, 6, 2)
   return path, truth
@@ -102,7 +102,7 @@ def imagenet_manual_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def prepared_imagenet(imagenet_manual_dir):
   """data_dir of the tiny ImageNet prepared in 5-image shards by 2 processes."""
-  from tfx_jax.data import prepare  # pylint: disable=import-outside-toplevel
+  from tfx_jax.data.sources import prepare  # pylint: disable=import-outside-toplevel
   data_dir = os.path.join(os.path.dirname(imagenet_manual_dir[0]), 'prepared')
   prepare.prepare(imagenet_manual_dir[0], data_dir, num_workers=2, images_per_shard=5,
                   log=lambda message: None)

@@ -94,10 +94,12 @@ CASES = {
                                ["Unknown dataset 'nope'", 'tfds:NAME', 'folder:NAME']),
     'source classes out of range': (['--config.source_dataset=digits:0-12'],
                                     ["source_dataset 'digits'", 'out of range for 10 classes']),
-    'image folder not prepared': (['--config.dataset=folder:mine', '--config.data_dir={tmp}/empty'],
-                                  ["No prepared image folder 'mine'", 'tfx_jax.prepare folder']),
-    'TFDS dataset not prepared': (['--config.dataset=tfds:my_set', '--config.data_dir={tmp}/empty'],
-                                  ["'my_set' is not prepared", 'tfds build my_set']),
+    'image folder not prepared': (
+        ['--config.dataset=folder:mine', '--config.data_dir={tmp}/empty'],
+        ["No prepared image folder 'mine'", 'tfx_jax.prepare folder']),
+    'TFDS dataset not prepared': (
+        ['--config.dataset=tfds:my_set', '--config.data_dir={tmp}/empty'],
+        ["'my_set' is not prepared", 'tfds build my_set']),
     'negative target size': (['--config.target_examples_per_class=-5'],
                              ['config.target_examples_per_class has [-5]']),
     'target size with target A': (['--config.target_examples_per_class=5', '--config.targets=B,A'],

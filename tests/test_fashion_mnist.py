@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from tfx_jax.data import fashion_mnist
+from tfx_jax.data.sources import fashion_mnist
 from tfx_jax.errors import UserError
 
 RAW_DIR = '/usr/share/datasets/fashion-mnist'

@@ -19,7 +19,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from tfx_jax import files
-from tfx_jax.data import fashion_mnist
+from tfx_jax.data.sources import fashion_mnist
 from tfx_jax.grid import lock, workdir
 from tfx_jax.training import tensorboard
 

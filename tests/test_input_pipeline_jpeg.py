@@ -11,7 +11,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from tfx_jax.data import datasets, input_pipeline, jpeg_shards, splits
+from tfx_jax.data import datasets, input_pipeline, splits
+from tfx_jax.data.sources import jpeg_shards
 from tfx_jax.training import steps
 
 NATURAL, MAN_MADE = (0, 1), (400, 401)

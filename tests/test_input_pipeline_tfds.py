@@ -8,7 +8,8 @@ import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
-from tfx_jax.data import datasets, input_pipeline, splits, tfds_source
+from tfx_jax.data import datasets, input_pipeline, splits
+from tfx_jax.data.sources import tfds_source
 from tfx_jax.errors import UserError
 
 

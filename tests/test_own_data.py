@@ -11,13 +11,14 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from tfx_jax.data import datasets, images, input_pipeline, subsets
+from tfx_jax.data.sources import digits, folders, jpeg_shards
+from tfx_jax.errors import UserError
+from tfx_jax.grid import experiments
+
 import image_folder
 from conftest import ROOT, cli, results
 from test_input_pipeline_tfds import TfxJaxTinyImages
-from tfx_jax.data import datasets, digits, folders, images, input_pipeline, jpeg_shards
-from tfx_jax.data import subsets
-from tfx_jax.errors import UserError
-from tfx_jax.grid import experiments
 
 # ---------------------------------------------------------------- subsets
 

@@ -19,7 +19,7 @@ import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
-from tfx_jax.data import ilsvrc, jpeg_shards, prepare
+from tfx_jax.data.sources import ilsvrc, jpeg_shards, prepare
 from tfx_jax.errors import UserError
 
 from conftest import ROOT
@@ -203,7 +203,7 @@ def test_bad_command_lines_exit_2(tmp_path):
 
 
 def test_other_tars_into_the_same_output_are_refused(imagenet_manual_dir, tmp_path):
-  from tfx_jax.data import synthetic_imagenet
+  from tfx_jax.data.sources import synthetic_imagenet
   other = tmp_path / 'other'
   synthetic_imagenet.write_manual_dir(str(other), (3,), 2, 1, odd_modes=False)
   prepare.prepare(str(other), str(tmp_path / 'out'), num_workers=1, log=lambda m: None)

@@ -54,7 +54,7 @@ def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():
 
 
 def test_a_copy_without_checkpoints_trains_again_only_the_bases_it_needs(tmp_path, capsys):
-  # A published workdir (docs/fashion_mnist/publish.sh) keeps results, not
+  # A published workdir (docs/publish.sh) keeps results, not
   # checkpoints: resuming it must retrain a base an unfinished run copies from.
   config = runlocal_config()
   reference, copy = str(tmp_path / 'ref'), str(tmp_path / 'copy')

@@ -3,14 +3,14 @@
   python -m tfx_jax.prepare imagenet2012 --manual_dir=DIR --data_dir=OUT
   python -m tfx_jax.prepare folder --source_dir=DIR --data_dir=OUT --name=NAME
 
-What they write, and how: tfx_jax/data/prepare.py and tfx_jax/data/folders.py.
+What they write, and how: tfx_jax/data/sources/prepare.py and tfx_jax/data/sources/folders.py.
 """
 
 from absl import flags
 
 from tfx_jax import errors
-from tfx_jax.data import folders, ilsvrc
-from tfx_jax.data.prepare import prepare
+from tfx_jax.data.sources import folders, ilsvrc
+from tfx_jax.data.sources.prepare import prepare
 from tfx_jax.errors import UserError
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', None, f'imagenet2012: the directory holding '

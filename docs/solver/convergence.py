@@ -19,9 +19,11 @@ THRESHOLD = 0.005
 
 
 def bases(workdir: str) -> dict:
-  """{(split, target, seed): (best10_top1, eval curve)} of the workdir's bases."""
+  """{(split, target, size, seed): (best10_top1, eval curve)} of the workdir's
+  bases (size: the target-set size, 0 for all images)."""
   runs, _ = results.read_csv(os.path.join(workdir, 'results.csv'))
-  return {(r.split, r.target, r.seed): (r.best10_top1, curve(workdir, r.run_id))
+  return {(r.split, r.target, r.examples_per_class, r.seed): (r.best10_top1,
+                                                               curve(workdir, r.run_id))
           for r in runs if r.treatment == 'base'}
 
 
@@ -41,23 +43,24 @@ def main() -> None:
   short, long = bases(args.study), bases(args.doubled)
   by_base = defaultdict(dict)
   for key in sorted(set(short) & set(long)):
-    split, target, seed = key
-    by_base[split, target][seed] = (short[key][0], long[key][0])
+    split, target, size, seed = key
+    by_base[split, target, size][seed] = (short[key][0], long[key][0])
   lines = ['| base | seeds | best10_top1 | doubled | gain (points) | '
            'per seed | converged |', '|---|---|---|---|---|---|---|']
   out = []
-  for (split, target), seeds in sorted(by_base.items()):
+  for (split, target, size), seeds in sorted(by_base.items()):
     mean_short = sum(s for s, _ in seeds.values()) / len(seeds)
     mean_long = sum(l for _, l in seeds.values()) / len(seeds)
     gain = mean_long - mean_short
     per_seed = ', '.join(f'{100 * (l - s):+.2f}' for s, l in seeds.values())
-    lines.append(f'| {split} base{target} | {",".join(map(str, seeds))} | '
+    name = f'{split} base{target}' + (f' ({size} per class)' if size else '')
+    lines.append(f'| {name} | {",".join(map(str, seeds))} | '
                  f'{mean_short:.4f} | {mean_long:.4f} | {100 * gain:+.2f} | '
                  f'{per_seed} | {"yes" if gain < THRESHOLD else "no"} |')
-    out.append({'split': split, 'target': target,
+    out.append({'split': split, 'target': target, 'examples_per_class': size,
                 'seeds': {str(k): {'default': s, 'doubled': l,
-                                   'curve_default': short[split, target, k][1],
-                                   'curve_doubled': long[split, target, k][1]}
+                                   'curve_default': short[split, target, size, k][1],
+                                   'curve_doubled': long[split, target, size, k][1]}
                           for k, (s, l) in seeds.items()},
                 'mean_default': mean_short, 'mean_doubled': mean_long, 'gain': gain,
                 'converged': gain < THRESHOLD})

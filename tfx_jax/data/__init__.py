@@ -1,8 +1,8 @@
-"""The data: the datasets tfx_jax knows (`datasets`), the paper's class halves
-(`splits`), grain pipelines over them (`input_pipeline`), their sources
-(Fashion-MNIST from Debian's files, TFDS array_record, tfx_jax's own JPEG
-shards) and ImageNet's preparation from the original tars (`ilsvrc`,
-`prepare`, `synthetic_imagenet` for tests and benchmarks).
+"""The data: the datasets tfx_jax knows (`datasets`: presets, `digits`,
+`tfds:NAME`, `folder:NAME`), the paper's class halves (`splits`), the tasks
+A and B of a grid, on one dataset or two (`tasks`), stratified subsets
+(`subsets`), one image's conversion (`images`), grain pipelines over them
+(`input_pipeline`), and the sources and their preparation (`sources/`).
 
 May import the floors below it (config, errors, files, progress,
 paper_reference); never models, its sibling, nor training, the grid or the

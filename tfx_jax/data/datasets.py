@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import os
 
+from tfx_jax.data import images
 from tfx_jax.errors import UserError
 
 _IMAGENET_MEAN = (123.68, 116.78, 103.94)  # Per-channel RGB mean, 0..255 scale.
@@ -109,7 +110,8 @@ def dataset_spec(name: str | DatasetSpec, data_dir: str | None = None,
 @functools.lru_cache(maxsize=32)
 def _own_spec(name: str, data_dir: str | None, image_size: int | None,
               train_split: str | None, eval_split: str | None) -> DatasetSpec:
-  from tfx_jax.data import folders, images, tfds_source  # pylint: disable=g-import-not-at-top
+  # Imported here: TFDS is slow to import, and the presets do not need it.
+  from tfx_jax.data.sources import folders, tfds_source  # pylint: disable=g-import-not-at-top
   if name.startswith(TFDS):
     info = tfds_source.describe(name[len(TFDS):], data_dir)
     native = info['shape']

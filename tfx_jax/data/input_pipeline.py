@@ -29,9 +29,10 @@ import numpy as np
 from absl import flags
 from grain.multiprocessing import SharedMemoryArray
 
-from tfx_jax.data import digits, fashion_mnist, jpeg_shards, subsets, tfds_source
 from tfx_jax.data import images as images_lib
+from tfx_jax.data import subsets
 from tfx_jax.data.datasets import DatasetSpec, dataset_spec, host_workers
+from tfx_jax.data.sources import digits, fashion_mnist, jpeg_shards, tfds_source
 from tfx_jax.errors import UserError
 
 # ---------------------------------------------------------------- sources

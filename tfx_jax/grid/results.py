@@ -71,8 +71,9 @@ class Result:
 
   @property
   def family(self) -> str | None:
-    """'random', 'm_n', 'custom', 'from' (across datasets) or 'all'; runs on every class (target 'all') are 'all'
-    whatever split the runner named, so random frozen filters meet their base."""
+    """'random', 'm_n', 'custom', 'from' (across datasets) or 'all'; runs on every
+    class (target 'all') are 'all' whatever split the runner named, so random
+    frozen filters meet their base."""
     return 'all' if self.target == 'all' else split_family(self.split)
 
   def as_dict(self) -> dict:

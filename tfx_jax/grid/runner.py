@@ -49,7 +49,7 @@ class Grid:
     self.specs = experiments.study(config, len(self.groups))
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
-    self._eval_data, self._norms = {}, {}
+    self._eval_data, self._norms, self._source_config = {}, {}, None
     self.preemption = preemption.Watch()
 
   def shards(self) -> list[int]:
@@ -65,11 +65,10 @@ class Grid:
     if not (spec.split.startswith(experiments.FROM) and spec.target == 'A'):
       return c
     overrides = {k: v for k, v in c.source_solver.items() if v is not None}
-    if not overrides:
-      return c
-    run_c = ml_collections.ConfigDict(c.to_dict())
-    run_c.update(overrides)
-    return run_c
+    if overrides and self._source_config is None:
+      self._source_config = ml_collections.ConfigDict(c.to_dict())
+      self._source_config.update(overrides)
+    return c if self._source_config is None else self._source_config
 
   def task(self, spec: experiments.RunSpec) -> tasks.Task:
     return self.tasks[spec.split, spec.target]
@@ -278,6 +277,13 @@ def assign(specs: list[experiments.RunSpec], costs: list[int], num_shards: int) 
   return shards
 
 
+def _source_solver_note(grid: Grid) -> str:
+  source = next((grid.run_config(s) for s in grid.specs
+                 if grid.run_config(s) is not grid.config), None)
+  return (f' (runs on the source: batch {source.batch_size}, {source.total_steps} steps)'
+          if source else '')
+
+
 def shard_of(index: int, num_shards: int) -> int:
   """The sweep shard of the grid's index-th run: 0, 1, .., n-1, n-1, .., 0, 0, 1, ..
   Runs come in pairs (frozen, fine-tuned) of unequal cost, which a plain
@@ -312,7 +318,8 @@ def _run(grid: Grid) -> bool:
            f'{done} finished'
            + (f' ({again} to train again: checkpoint missing)' if again else '')
            + f'; {jax.device_count()} devices, global batch '
-           f'{config.batch_size}, {config.total_steps} steps each.')
+           f'{config.batch_size}, {config.total_steps} steps each'
+           + _source_solver_note(grid) + '.')
   try:
     for index in todo:
       spec = grid.specs[index]

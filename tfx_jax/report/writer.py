@@ -24,17 +24,21 @@ REPORT_DIR = 'report'
 # Reading -------------------------------------------------------------------
 
 def read_dataset(workdir: str) -> tuple[str | None, list[str]]:
-  """config.json's "dataset" (None without one), and a note when unreadable."""
+  """config.json's "dataset" ('SOURCE to DATASET' across datasets; None
+  without one), and a note when unreadable."""
   path = os.path.join(workdir, 'config.json')
   if not files.exists(path):
     return None, ['No config.json: dataset unknown, no paper overlay.']
   try:
-    dataset = json.loads(files.read_text(path)).get('dataset')
+    config = json.loads(files.read_text(path))
+    dataset, source = config.get('dataset'), config.get('source_dataset')
   except (OSError, ValueError, AttributeError) as e:
     return None, [f'config.json unreadable ({type(e).__name__}): dataset '
                   f'unknown, no paper overlay.']
   if isinstance(dataset, dict):
     dataset = dataset.get('name')
+  if dataset and source:  # Across datasets: no paper overlay either.
+    dataset = f'{source} to {dataset}'
   return (str(dataset) if dataset else None), []
 
 

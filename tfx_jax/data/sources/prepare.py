@@ -24,7 +24,7 @@ import numpy as np
 import simplejpeg
 
 from tfx_jax import files
-from tfx_jax.data import ilsvrc, jpeg_shards
+from tfx_jax.data.sources import ilsvrc, jpeg_shards
 from tfx_jax.errors import UserError
 from tfx_jax.progress import fmt_time
 
@@ -114,8 +114,8 @@ def _start(root: str, plan: dict) -> None:
   path = os.path.join(root, 'prepare.json')
   if files.exists(path):
     if json.loads(files.read_text(path)) != plan:
-      raise UserError(f'{root} holds a preparation from other inputs, settings or library versions; use '
-                      f'another --data_dir, or delete {root} to start over.')
+      raise UserError(f'{root} holds a preparation from other inputs, settings or library '
+                      f'versions; use another --data_dir, or delete {root} to start over.')
     return
   files.makedirs(root)
   files.atomic_write_json(path, plan)

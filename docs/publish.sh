@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Copies a study's workdir into docs/fashion_mnist/ as a workdir without
-# checkpoints: config.json, groups.json, results.csv, report/, and each
-# finished run's result.json and metrics.jsonl (unfinished runs are left out).
-# The copy resumes (docs/fashion_mnist/README.md) and re-reports:
-#   python -m tfx_jax.report --workdir=docs/fashion_mnist
-# Usage: docs/fashion_mnist/publish.sh WORKDIR
+# Copies a study's workdir into DEST (docs/fashion_mnist, docs/cross_dataset)
+# as a workdir without checkpoints: config.json, groups.json, results.csv,
+# report/, and each finished run's result.json and metrics.jsonl (unfinished
+# runs are left out). The copy resumes (docs/fashion_mnist/README.md) and
+# re-reports:
+#   python -m tfx_jax.report --workdir=DEST
+# Usage: docs/publish.sh WORKDIR DEST
 set -euo pipefail
 
-src=${1:?usage: docs/fashion_mnist/publish.sh WORKDIR}
-dst=$(dirname "$0")
+src=${1:?usage: docs/publish.sh WORKDIR DEST}
+dst=${2:?usage: docs/publish.sh WORKDIR DEST}
 [[ -f $src/config.json ]] || { echo "error: $src has no config.json; give the study's --workdir." >&2; exit 2; }
 
 n=0

@@ -30,7 +30,8 @@ import PIL.ImageOps
 import simplejpeg
 
 from tfx_jax import errors, files
-from tfx_jax.data import jpeg_shards, prepare, subsets
+from tfx_jax.data import subsets
+from tfx_jax.data.sources import jpeg_shards, prepare
 from tfx_jax.errors import UserError
 
 FORMAT_DIR = 'folders'  # OUT/folders/NAME/

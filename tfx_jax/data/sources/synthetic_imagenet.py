@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 
-from tfx_jax.data import ilsvrc
+from tfx_jax.data.sources import ilsvrc
 
 
 def textured_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
