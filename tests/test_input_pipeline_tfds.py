@@ -242,4 +242,4 @@ def test_dataset_specs():
   assert specs['cifar10'].augment and specs['imagenet2012'].augment
   assert {n: s.num_classes for n, s in specs.items()} == {
       'imagenet2012': 1000, 'imagenet_resized_32': 1000, 'imagenet_resized_64': 1000,
-      'cifar10': 10, 'cifar100': 100, 'fashion_mnist': 10, 'mnist': 10}
+      'cifar10': 10, 'cifar100': 100, 'fashion_mnist': 10, 'mnist': 10, 'digits': 10}
