@@ -75,3 +75,21 @@ def test_a_copy_without_checkpoints_trains_again_only_the_bases_it_needs(tmp_pat
   want, got = (results.read_csv(os.path.join(w, 'results.csv'))[0] for w in (reference, copy))
   numbers = lambda r: (r.run_id, r.top1, r.top5, r.best10_top1, r.steps)
   assert [numbers(r) for r in got] == [numbers(r) for r in want]
+
+
+def test_costly_bases_go_to_different_sweep_shards():
+  # A cross-dataset sweep: base A (the source) costs 40 times a target base.
+  specs = experiments.grid('transfer', 'from:fashion_mnist', (0, 1, 2), (1,), targets=('B',),
+                           sizes=(5, 20, 0))
+  costs = [40 if s.treatment == 'base' and s.target == 'A' else 1 for s in specs]
+  shards = runner.assign(specs, costs, 2)
+  source_bases = [shards[i] for i, s in enumerate(specs) if s.target == 'A']
+  assert sorted(source_bases) == [0, 0, 1]  # Snake order gave shard 0 all three.
+  assert [runner.shard_of(i, 2) for i, s in enumerate(specs) if s.target == 'A'] == [0, 0, 0]
+  base_load = [sum(c for c, k, s in zip(costs, shards, specs)
+                   if k == shard and s.treatment == 'base') for shard in (0, 1)]
+  # Greedy by cost: two source bases on shard 0; one and all 9 target bases on 1.
+  assert base_load == [80, 49]
+  # The other runs keep the snake order.
+  assert all(k == runner.shard_of(i, 2) for i, (s, k) in enumerate(zip(specs, shards))
+             if s.treatment != 'base')
