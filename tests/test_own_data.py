@@ -216,7 +216,8 @@ def test_a_rerun_is_byte_identical_and_a_changed_folder_is_refused(pets, tmp_pat
 
 @pytest.mark.parametrize('how, message', [
     ('empty_class', 'holds no images'), ('one_class', 'at least 2'),
-    ('missing', 'is not a directory'), ('bad_name', '--name=')])
+    ('missing', 'is not a directory'), ('bad_name', '--name='),
+    ('bad_fraction', '--eval_fraction=1.0')])
 def test_a_folder_that_cannot_be_used_is_refused_naming_it(tmp_path, how, message):
   source = tmp_path / 'src'
   os.makedirs(source / 'a')
@@ -228,7 +229,11 @@ def test_a_folder_that_cannot_be_used_is_refused_naming_it(tmp_path, how, messag
     source = tmp_path / 'nowhere'
   elif how == 'bad_name':
     name = 'no/slash'
-  result = prepare_folder(str(source), str(tmp_path / 'out'), name=name)
+  flags = ['--eval_fraction=1.0'] if how == 'bad_fraction' else []
+  if how == 'bad_fraction':
+    os.makedirs(source / 'b')
+    (source / 'b' / 'y.jpg').write_bytes(image_folder.jpeg(image_folder.picture(1, 0)))
+  result = prepare_folder(str(source), str(tmp_path / 'out'), *flags, name=name)
   assert result.returncode == 2, result.stderr
   assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
   assert not (tmp_path / 'out').exists()

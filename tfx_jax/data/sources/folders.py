@@ -227,6 +227,9 @@ def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: in
                     f'e.g. --size=256.')
   if images_per_shard < 1:
     raise UserError(f'--images_per_shard must be >= 1, got {images_per_shard}.')
+  if not 0 < eval_fraction < 1:
+    raise UserError(f'--eval_fraction={eval_fraction}: the part of each class held out '
+                    f'must be in (0, 1); e.g. --eval_fraction=0.2.')
   if data_dir:
     files.check_path(data_dir, '--data_dir')
   root = jpeg_shards.dataset_dir(data_dir, dirname(name))
