@@ -319,7 +319,10 @@ def test_a_target_size_report_says_where_scratch_catches_up(tmp_path):
                         cwd=ROOT, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
   text = (tmp_path / 'report' / 'target_size.md').read_text()
+  # 5 per class: AnB 75.5 against base 60.5 on both seeds (+15 points, sd 0).
   assert '| 5 | 60.50 ± 0.71 | 75.50 ± 0.71 (n = 2) |' in text
+  assert 'AnB +15.00 ± 0.00 over 2 seeds | helps | 2 |' in text
+  assert 'AnB +0.00 ± 0.00 over 2 seeds | cannot tell | 2 |' in text  # All: equal.
   assert 'catches up with transfer from all images per class' in text
   assert (tmp_path / 'report' / 'target_size.png').stat().st_size > 10_000
   assert 'those of all images per class' in (tmp_path / 'report' / 'findings.md').read_text()

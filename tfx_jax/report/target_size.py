@@ -5,16 +5,21 @@ Each size is a grid of its own; the findings and figures 2 and 3 use one size
 target trained from scratch), and AnB and AnB+ each at its best n (the n with
 the highest mean over seeds at that size), with their seeds' spread. Scratch
 "catches up" at the smallest size from which base is within CATCH_UP of the
-better transfer at that size and every larger one.
+better transfer at that size and every larger one. Transfer "helps" at a size
+when the better transfer minus base, paired by seed, exceeds CATCH_UP beyond
+the seeds' spread (the findings' t-test), and "hurts" when it is below
+-CATCH_UP so (its best n below base: every n's mean is).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy import stats
 
 from tfx_jax.grid.results import METRIC, Result
 
@@ -42,20 +47,20 @@ def at_size(runs: Sequence[Result], size: int) -> list[Result]:
 
 
 def table(runs: Sequence[Result]) -> dict[int, dict[str, dict]]:
-  """size -> series -> {'n', 'mean', 'sd', 'values'} (target B runs only)."""
+  """size -> series -> {'n', 'mean', 'sd', 'values', 'by_seed'} (target B runs only)."""
   out = {}
   for size in sizes(runs):
     rows = {}
     for treatment, name in SERIES:
-      by_n = defaultdict(list)
+      by_n = defaultdict(dict)
       for r in runs:
         if (r.examples_per_class == size and r.treatment == treatment and r.target == 'B'
             and r.family not in (None, 'all')):
-          by_n[r.n].append(r.accuracy)
+          by_n[r.n][r.seed] = r.accuracy
       if by_n:
-        n = max(sorted(by_n), key=lambda k: np.mean(by_n[k]))
-        v = by_n[n]
-        rows[name] = {'n': n, 'mean': float(np.mean(v)), 'values': v,
+        n = max(sorted(by_n), key=lambda k: np.mean(list(by_n[k].values())))
+        v = [by_n[n][seed] for seed in sorted(by_n[n])]
+        rows[name] = {'n': n, 'mean': float(np.mean(v)), 'values': v, 'by_seed': by_n[n],
                       'sd': float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
     out[size] = rows
   return out
@@ -74,23 +79,52 @@ def catches_up(rows: dict[int, dict[str, dict]]) -> int | None:
   return found
 
 
+def verdict(row: dict[str, dict]) -> tuple[str, str]:
+  """('helps' / 'hurts' / 'cannot tell' / '-', the paired difference in words)
+  of the better transfer at one size against base."""
+  transfers = [k for k in ('AnB', 'AnB+') if k in row]
+  if 'base' not in row or not transfers:
+    return '-', '-'
+  best = max(transfers, key=lambda k: row[k]['mean'])
+  base = row['base']['by_seed']
+  diffs = [row[best]['by_seed'][s] - base[s] for s in sorted(row[best]['by_seed']) if s in base]
+  if not diffs:
+    return '-', '-'
+  mean = float(np.mean(diffs))
+  k = len(diffs)
+  sd = float(np.std(diffs, ddof=1)) if k > 1 else 0.0
+  beyond = k > 1 and abs(mean) > stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)
+  words = f'{best} {100 * mean:+.2f} ± {100 * sd:.2f} over {k} seed{"s" if k > 1 else ""}'
+  if beyond and mean > CATCH_UP:
+    return 'helps', words
+  if beyond and mean < -CATCH_UP:
+    return 'hurts', words
+  return 'cannot tell', words
+
+
 def markdown(runs: Sequence[Result]) -> str:
   rows = table(runs)
   lines = ['# Top-1 against target-set size', '',
            f'Images per class of the target task B that its runs trained on (all: the '
            f'whole train split); evaluation is always on the whole eval split. {METRIC}, '
            f'mean over seeds ± sd; AnB and AnB+ at the n where their mean is highest.', '',
-           '| images per class | base | AnB (best n) | AnB+ (best n) | seeds |',
-           '|---|---|---|---|---|']
+           '| images per class | base | AnB (best n) | AnB+ (best n) | better transfer '
+           '- base, paired by seed | transfer | seeds |',
+           '|---|---|---|---|---|---|---|']
   for size, r in rows.items():
     cell = {k: (f'{100 * v["mean"]:.2f} ± {100 * v["sd"]:.2f}' +
                 (f' (n = {v["n"]})' if k != 'base' else '')) if (v := r.get(k)) else '-'
             for k in ('base', 'AnB', 'AnB+')}
     seeds = max((len(v['values']) for v in r.values()), default=0)
+    said, words = verdict(r)
     lines.append(f'| {label(size)} | {cell["base"]} | {cell["AnB"]} | {cell["AnB+"]} | '
-                 f'{seeds} |')
+                 f'{words} | {said} | {seeds} |')
   up = catches_up(rows)
-  lines += ['', 'Training from scratch ' + (
+  lines += ['', f'Transfer "helps" at a size when the better transfer minus base, paired by '
+            f'seed, is above {100 * CATCH_UP:.0f} point and beyond the seeds\' spread '
+            f'(two-sided one-sample t-test at 5%); "hurts" when below -{100 * CATCH_UP:.0f} '
+            f'point so; with one seed there is no spread, and it cannot tell.',
+            '', 'Training from scratch ' + (
       f'catches up with transfer from {label(up)} images per class: from there on, base '
       f'is within {100 * CATCH_UP:.0f} point of the better of AnB and AnB+.'
       if up is not None else
