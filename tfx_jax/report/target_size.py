@@ -155,5 +155,5 @@ def figure(runs: Sequence[Result], dataset: str | None = None) -> Figure:
   ax.set_title(f'{dataset or "target"}: transfer against training from scratch', fontsize=10)
   ax.grid(alpha=0.3)
   if rows:
-    ax.legend(fontsize=8, loc='lower right')
+    ax.legend(fontsize=8, loc='best')
   return fig
