@@ -186,7 +186,7 @@ def write_shard(task) -> tuple[str, int, int]:
   decode gets an empty entry (skipped). Writes the shard, then its offsets."""
   root, split, shard, source_dir, names, size = task
   cv2.setNumThreads(1)
-  chunks, ends = [], [0]
+  chunks = []
   for name in names:
     try:
       with open(os.path.join(source_dir, name), 'rb') as f:
@@ -196,10 +196,7 @@ def write_shard(task) -> tuple[str, int, int]:
     except Exception:  # pylint: disable=broad-except  # PIL raises many kinds.
       jpeg = b''
     chunks.append(jpeg)
-    ends.append(ends[-1] + len(jpeg))
-  files.atomic_write(jpeg_shards.shard_path(root, split, shard), b''.join(chunks))
-  files.atomic_write(jpeg_shards.offsets_path(root, split, shard),
-                     jpeg_shards.npy_bytes(np.asarray(ends, np.int64)))
+  prepare.write_chunks(root, split, shard, chunks)
   return split, shard, len(names)
 
 

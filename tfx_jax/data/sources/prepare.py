@@ -74,17 +74,21 @@ def write_shard(task) -> tuple[str, int, int]:
   if tar not in _open_tars:
     cv2.setNumThreads(1)  # One core per worker process.
     _open_tars[tar] = os.open(tar, os.O_RDONLY)
-  chunks, ends = [], [0]
+  chunks = []
   for name, offset, size in zip(names, offsets.tolist(), sizes.tolist()):
     jpeg = encode(ilsvrc.read(_open_tars[tar], offset, size, tar, name))
     if jpeg is None:
       raise ilsvrc.corrupt(tar, f'{name} is not a decodable image')
     chunks.append(jpeg)
-    ends.append(ends[-1] + len(jpeg))
-  files.atomic_write(jpeg_shards.shard_path(root, split, shard), b''.join(chunks))
-  files.atomic_write(jpeg_shards.offsets_path(root, split, shard),
-                     jpeg_shards.npy_bytes(np.asarray(ends, np.int64)))
+  write_chunks(root, split, shard, chunks)
   return split, shard, len(names)
+
+
+def write_chunks(root: str, split: str, shard: int, chunks: list[bytes]) -> None:
+  """One shard's encoded images, then its offsets: the shard's done marker."""
+  ends = np.cumsum([0, *map(len, chunks)], dtype=np.int64)
+  files.atomic_write(jpeg_shards.shard_path(root, split, shard), b''.join(chunks))
+  files.atomic_write(jpeg_shards.offsets_path(root, split, shard), jpeg_shards.npy_bytes(ends))
 
 
 class Progress:
