@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 
 from tfx_jax.data import datasets, input_pipeline, splits
-from tfx_jax.data.sources import jpeg_shards
+from tfx_jax.data.sources import jpeg_shards, reader
 from tfx_jax.training import steps
 
 NATURAL, MAN_MADE = (0, 1), (400, 401)
@@ -70,7 +70,7 @@ def test_eval_data_is_built_once_and_reiterated(prepared_imagenet, monkeypatch, 
                                  data_dir=prepared_imagenet, num_workers=num_workers,
                                  process_index=0, process_count=1)
   assert data.num_threads == num_workers
-  monkeypatch.setattr(input_pipeline, '_source', None)  # No source is opened again.
+  monkeypatch.setattr(reader, 'open_source', None)  # No source is opened again.
   first, again = list(data), list(data)
   assert [len(b['label']) for b in first] == [3, 1]
   for a, b in zip(first, again):

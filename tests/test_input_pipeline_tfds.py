@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tfx_jax.data import datasets, input_pipeline, splits
-from tfx_jax.data.sources import tfds_source
+from tfx_jax.data.sources import reader, tfds_source
 from tfx_jax.errors import UserError
 
 
@@ -186,7 +186,7 @@ def test_a_real_array_record_dataset(tmp_path):
   spec = datasets.DatasetSpec('tiny', 3, (28, 28, 3), True,
                                     tfds_name='tfx_jax_tiny_images', stored_size=(32, 32),
                                     mean=(127.5,) * 3, std=(64.0,) * 3)
-  input_pipeline.check_prepared(spec, str(tmp_path))
+  reader.check_prepared(spec, str(tmp_path))
   batches = list(input_pipeline.EvalData(spec, (2, 0), batch_size=3,
                                              data_dir=str(tmp_path)))
   got = np.concatenate([b['image'] for b in batches])
@@ -228,7 +228,7 @@ def test_unknown_dataset_lists_the_known_ones():
                                              ('imagenet_resized_64', 'imagenet_resized/64x64')])
 def test_unprepared_dataset_says_how_to_prepare(tmp_path, name, tfds_name):
   with pytest.raises(UserError, match='not prepared') as e:
-    input_pipeline.check_prepared(name, str(tmp_path))
+    reader.check_prepared(name, str(tmp_path))
   assert f'tfds build {tfds_name} --file_format=array_record' in str(e.value)
   with pytest.raises(UserError, match='not prepared'):
     input_pipeline.train_iterator(name, (0,), batch_size=1, seed=0, data_dir=str(tmp_path))

@@ -112,12 +112,9 @@ def _own_spec(name: str, data_dir: str | None, image_size: int | None,
               train_split: str | None, eval_split: str | None) -> DatasetSpec:
   # Imported here: TFDS is slow to import, and the presets do not need it.
   from tfx_jax.data.sources import folders, tfds_source  # pylint: disable=g-import-not-at-top
-  if name.startswith(TFDS):
-    info = tfds_source.describe(name[len(TFDS):], data_dir)
-    native = info['shape']
-  else:
-    info = folders.describe(name[len(FOLDER):], data_dir)
-    native = info['shape']
+  info = (tfds_source.describe(name[len(TFDS):], data_dir) if name.startswith(TFDS)
+          else folders.describe(name[len(FOLDER):], data_dir))
+  native = info['shape']
   splits = info['splits']
   train = train_split or 'train'
   evals = eval_split or next((s for s in ('test', 'validation') if s in splits), None)

@@ -1,9 +1,9 @@
-"""grain input pipelines: one half's classes of a dataset, as batches of uint8 images.
+"""grain input pipelines: one task's classes of a dataset, as batches of uint8 images.
 
-Sources: ImageNet prepared by `python -m tfx_jax.prepare` (JPEG shards,
-`jpeg_shards.py`), any supported TFDS dataset prepared as array_record (read
-with `tfds.data_source`), and Fashion-MNIST from its IDX files
-(`fashion_mnist.py`). All give uint8 images by example index and a label index
+Sources (`sources/reader.py` opens the one a spec needs): JPEG shards
+written by `python -m tfx_jax.prepare` (ImageNet, image folders), any TFDS
+dataset prepared as array_record, Fashion-MNIST's IDX files and UCI's
+digits. All give uint8 images by example index and a label index
 (per-example labels, read once and cached), so a class subset is selected up
 front, without decoding images. Images are cropped and flipped as uint8; the
 cast to float and the mean subtraction happen on the device, inside the
@@ -32,71 +32,8 @@ from grain.multiprocessing import SharedMemoryArray
 from tfx_jax.data import images as images_lib
 from tfx_jax.data import subsets
 from tfx_jax.data.datasets import DatasetSpec, dataset_spec, host_workers
-from tfx_jax.data.sources import digits, fashion_mnist, jpeg_shards, tfds_source
+from tfx_jax.data.sources import reader
 from tfx_jax.errors import UserError
-
-# ---------------------------------------------------------------- sources
-
-
-class _ArraySource:
-  """Images and labels held in memory (Fashion-MNIST from IDX files)."""
-
-  def __init__(self, images: np.ndarray, labels: np.ndarray):
-    self._images, self.labels = images, labels
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def images(self, indices: np.ndarray) -> np.ndarray:
-    return self._images[indices]
-
-
-def _jpeg_root(spec: DatasetSpec, data_dir: str | None) -> str | None:
-  """The dataset's JPEG-shard directory, if tfx_jax.prepare has completed one."""
-  if spec.jpeg_dir is None:
-    return None
-  root = jpeg_shards.dataset_dir(data_dir, spec.jpeg_dir)
-  return root if jpeg_shards.read_manifest(root) is not None else None
-
-
-def _source(spec: DatasetSpec, split: str, data_dir: str | None, cache_dir: str | None):
-  if spec.loader == 'fashion_mnist':
-    return _ArraySource(*fashion_mnist.load(split, data_dir))
-  if spec.loader == 'digits':
-    return _ArraySource(*digits.load(split))
-  root = _jpeg_root(spec, data_dir)
-  if spec.loader == 'folder' and not root:
-    raise UserError(f'{jpeg_shards.dataset_dir(data_dir, spec.jpeg_dir)} holds no '
-                    f'prepared image folder: run `python -m tfx_jax.prepare folder` '
-                    f'(docs/own_data.md).')
-  if root:
-    source = jpeg_shards.JpegShardSource(root, split)
-    if source.image_shape[:2] != spec.source_size and not spec.resize:
-      raise UserError(f'{root} holds {source.image_shape[:2]} images; {spec.name} '
-                      f'needs {spec.source_size}.')
-    return source
-  return tfds_source.TfdsSource(
-      spec.tfds_name, split, data_dir, cache_dir=cache_dir,
-      resize=spec.source_size if spec.resize else None, wnid_labels=spec.wnid_labels,
-      keys=spec.image_keys)
-
-
-def check_prepared(name: str | DatasetSpec, data_dir: str | None = None) -> None:
-  """Raises UserError saying what is missing and how to prepare it."""
-  spec = dataset_spec(name)
-  if spec.loader == 'digits':
-    return
-  if spec.loader == 'fashion_mnist':
-    for split in (spec.train_split, spec.eval_split):  # Validates the files;
-      fashion_mnist.load(split, data_dir)  # cached, so no cost later.
-    return
-  root = _jpeg_root(spec, data_dir)
-  for split in (spec.train_split, spec.eval_split):
-    if root or spec.loader == 'folder':
-      _source(spec, split, data_dir, None)
-    else:
-      tfds_source.open_split(spec.tfds_name, split, data_dir)
-
 
 # ---------------------------------------------------------------- plans
 
@@ -310,8 +247,8 @@ def _open(name: str | DatasetSpec, split: str, classes: Sequence[int], batch_siz
   p, n = _processes(process_index, process_count)
   if batch_size < 1:
     raise UserError(f'batch_size must be >= 1, got {batch_size}.')
-  source = _source(spec, spec.train_split if split == 'train' else spec.eval_split,
-                   data_dir, cache_dir)
+  source = reader.open_source(spec, spec.train_split if split == 'train' else spec.eval_split,
+                              data_dir, cache_dir)
   positions, labels = _subset(source.labels, classes, spec.num_classes)
   return spec, p, n, source, positions, labels
 

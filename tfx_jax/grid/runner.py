@@ -21,6 +21,7 @@ import ml_collections
 from tfx_jax import config as config_lib
 from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, tasks
+from tfx_jax.data.sources import reader
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments, local_shards, lock
 from tfx_jax.grid.results import Result
@@ -257,7 +258,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   groups = checks.validate(config, jax.device_count(), jax.process_count())
   for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
                for t in tasks.resolve(split, config).values()}.values():
-    input_pipeline.check_prepared(task.data, task.data_dir)
+    reader.check_prepared(task.data, task.data_dir)
   if jax.process_index() == 0:
     lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards)
   Workdir(workdir).prepare(config, groups)

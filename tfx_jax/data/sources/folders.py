@@ -30,6 +30,7 @@ import PIL.ImageOps
 import simplejpeg
 
 from tfx_jax import errors, files
+from tfx_jax.data import images as images_lib
 from tfx_jax.data import subsets
 from tfx_jax.data.sources import jpeg_shards, prepare
 from tfx_jax.errors import UserError
@@ -39,7 +40,6 @@ QUALITY = 90
 IMAGE_EXTENSIONS = frozenset(('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif',
                               '.tiff', '.ppm', '.pgm', '.pbm'))
 EVAL_DIRS = ('test', 'validation', 'val')
-STATS_SAMPLE = 10_000  # As for TFDS datasets: evenly spaced train images.
 
 
 def dirname(name: str) -> str:
@@ -269,23 +269,17 @@ def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: in
 
 
 def _stats(root: str, index: np.ndarray, listing: Listing, per_shard: int):
-  """Per-channel mean and std (0..255) of up to STATS_SAMPLE evenly spaced
-  stored train images."""
+  """Per-channel mean and std (0..255) of up to images_lib.STATS_SAMPLE evenly
+  spaced stored train images."""
   good = np.flatnonzero(index[:, 1] > 0)
   if not len(good):
-    raise UserError(f'No image of {listing.names[0] if listing.names else "the train split"}'
-                    f' ... decodes: nothing to train on.')
-  picks = good[np.unique(np.linspace(0, len(good) - 1, min(len(good), STATS_SAMPLE))
-                         .astype(int))]
-  total, total_sq, count = np.zeros(3), np.zeros(3), 0
-  for shard in np.unique(picks // per_shard):
-    data = files.read_bytes(jpeg_shards.shard_path(root, 'train', int(shard)))
-    for i in picks[picks // per_shard == shard]:
-      offset, size = index[i]
-      image = jpeg_shards.decode(data[offset:offset + size]).astype(np.float64)
-      total += image.sum((0, 1))
-      total_sq += (image ** 2).sum((0, 1))
-      count += image.shape[0] * image.shape[1]
-  mean = total / count
-  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
-  return [round(float(m), 3) for m in mean], [round(float(s), 3) for s in std]
+    raise UserError(f'No train image of {root} decodes ({len(listing)} listed): nothing '
+                    f'to train on; check the source folder.')
+  picks = good[images_lib.stats_sample(len(good))]
+
+  def stored():
+    for shard in np.unique(picks // per_shard):
+      data = files.read_bytes(jpeg_shards.shard_path(root, 'train', int(shard)))
+      for offset, size in index[picks[picks // per_shard == shard]]:
+        yield jpeg_shards.decode(data[offset:offset + size])
+  return images_lib.channel_stats(stored())

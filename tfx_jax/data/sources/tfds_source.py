@@ -20,6 +20,7 @@ from absl import logging
 from etils import epath
 
 from tfx_jax import errors, files
+from tfx_jax.data import images as images_lib
 from tfx_jax.errors import UserError
 
 
@@ -203,14 +204,11 @@ def describe(tfds_name: str, data_dir: str | None) -> dict:
           'splits': tuple(builder.info.splits), 'data_dir': os.fspath(builder.data_dir)}
 
 
-STATS_SAMPLE = 10_000  # Images the mean and std are computed from, evenly spaced.
-
-
 def channel_stats(tfds_name: str, split: str, data_dir: str | None, fit, *,
                   keys: tuple[str, str], cache_dir: str | None,
                   name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel mean and std (0..255) of up to STATS_SAMPLE evenly spaced
-  images of `split`, each as fed (`fit(image)`); cached next to the label
+  """Per-channel mean and std (0..255) of up to images_lib.STATS_SAMPLE evenly
+  spaced images of `split`, each as fed (`fit(image)`); cached next to the label
   index under `name` (which says how the images were fitted)."""
   ds = open_split(tfds_name, split, data_dir)
   paths = [os.path.join(os.path.dirname(p), f'tfx_jax-stats-{split}-{name}.json')
@@ -221,20 +219,11 @@ def channel_stats(tfds_name: str, split: str, data_dir: str | None, fit, *,
       return tuple(cached['mean']), tuple(cached['std'])
     except (OSError, ValueError, KeyError):
       continue
-  picks = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), STATS_SAMPLE)).astype(int))
+  picks = images_lib.stats_sample(len(ds))
   logging.info('Computing the mean and std of %s %s from %d images once.', tfds_name,
                split, len(picks))
-  total = total_sq = 0.0
-  count = 0
-  for i in picks:
-    image = fit(np.asarray(ds[int(i)][keys[0]])).astype(np.float64)
-    total = total + image.sum((0, 1))
-    total_sq = total_sq + (image ** 2).sum((0, 1))
-    count += image.shape[0] * image.shape[1]
-  mean = total / count
-  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-6))
-  stats = {'mean': [round(float(m), 3) for m in mean], 'std': [round(float(v), 3) for v in std],
-           'images': len(picks)}
+  mean, std = images_lib.channel_stats(fit(np.asarray(ds[int(i)][keys[0]])) for i in picks)
+  stats = {'mean': mean, 'std': std, 'images': len(picks)}
   for path in paths:
     try:
       files.atomic_write_json(path, stats)
