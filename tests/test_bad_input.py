@@ -110,6 +110,15 @@ CASES = {
     'unknown model': (['--config.model=nonet'], ["Unknown model 'nonet'"]),
     'model module that does not import': (['--config.model=no_such_pkg.nets:make'],
                                           ["Cannot import module 'no_such_pkg.nets'"]),
+    "user's module that fails in init": (['--config.model=tests.broken_models:WrongKernel'],
+                                         ["Model 'tests.broken_models:WrongKernel'",
+                                          'WrongKernel', 'while it was initialised']),
+    "user's module that fails when traced": (
+        ['--config.model=tests.broken_models:TrainOnlyBug'],
+        ["Model 'tests.broken_models:TrainOnlyBug'", 'TypeError', 'while it was traced']),
+    "user's module reducing over another axis name": (
+        ['--config.model=tests.broken_models:OwnAxisName'],
+        ["collective axis 'devices'", '--config.axis_name=devices']),
     'layer group that matches nothing': (['--config.layer_groups=(conv9,)'],
                                          ["Layer group 'conv9'", 'matches no parameter']),
     'custom split without a slash': (['--config.split=custom:0-4'],

@@ -8,10 +8,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from tfx_jax.models import optim, registry, surgery
+from tfx_jax.models import net, optim, registry, surgery
 from tfx_jax.training import checkpoints, steps
 
-from conftest import cli, results
+import flax_resnet
+import nnx_cnn
+from conftest import RUNLOCAL, cli, results
 
 GROUPS = ('stem', 'encoder/block_0+encoder/block_1')
 
@@ -124,3 +126,130 @@ def test_resnet_config_runlocal_transfers_the_stem_and_blocks(tmp_path):
   with open(os.path.join(workdir, 'report', 'findings.json')) as f:
     rules = {f['id']: f['rule'] for f in json.load(f)['findings']}
   assert 'at n = 1-3, is below' in rules[1]  # The depth of 9 groups.
+
+
+class NormNet(nn.Module):
+  """BatchNorm with or without a collective axis name, else the same."""
+  num_classes: int
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    x = nn.Conv(4, (3, 3), name='conv')(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.5, axis_name=self.axis_name,
+                     name='norm')(x)
+    return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+def _one_step(module, mesh):
+  model = net.Net(module, 3, axis_name='batch', origin='test')
+  variables = registry.init_variables(model, jax.random.PRNGKey(0), (8, 8, 1))
+  params = variables.pop('params')
+  opt = optim.make_optimizer(surgery.freeze_labels(params, ()),
+                             optim.make_schedule('constant', 0.1, 10))
+  state = steps.create_state(params, opt, 0, mesh, model_state=variables)
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.normal(2.0, 3.0, size=(8, 8, 8, 1)).astype(np.float32),
+           'label': rng.integers(0, 3, 8).astype(np.int32)}
+  state, _ = steps.make_train_step(model, opt, (), mesh)(state, steps.global_batch(batch, mesh))
+  return _flat(jax.device_get(state.variables)), batch
+
+
+def test_an_axis_name_means_the_global_batch_on_one_device_and_on_four():
+  """BatchNorm(axis_name='batch') under the data-parallel step: the statistics
+  of the whole global batch, as the same module without an axis name computes
+  them, on 1 device and split over 4."""
+  plain, batch = _one_step(NormNet(3), steps.make_mesh(jax.devices()[:1]))
+  named_1, _ = _one_step(NormNet(3, 'batch'), steps.make_mesh(jax.devices()[:1]))
+  named_4, _ = _one_step(NormNet(3, 'batch'), steps.make_mesh(jax.devices()[:4]))
+  assert len(jax.devices()) == 4
+  for path in plain:
+    np.testing.assert_allclose(named_1[path], plain[path], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(named_4[path], plain[path], rtol=1e-5, atol=1e-6)
+  # The running mean moved halfway (momentum 0.5) to the conv output's mean over
+  # all 8 images, not over one device's 2.
+  init = registry.init_variables(net.Net(NormNet(3, 'batch'), 3, 'batch', 'test'),
+                                 jax.random.PRNGKey(0), (8, 8, 1))['params']['conv']
+  conv = jax.lax.conv_general_dilated(
+      batch['image'], np.asarray(init['kernel']), (1, 1), 'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + np.asarray(init['bias'])
+  np.testing.assert_allclose(named_4['batch_stats/norm/mean'],
+                             0.5 * np.asarray(conv).mean(axis=(0, 1, 2)), rtol=1e-4)
+  assert not np.allclose(named_4['params/conv/kernel'], init['kernel'])  # It trained.
+
+
+def _final(workdir, run_id, factory_name, classes):
+  with open(os.path.join(workdir, 'runs', run_id, 'result.json')) as f:
+    step = json.load(f)['steps']
+  like = registry.init_variables(registry.create(factory_name, classes),
+                                 jax.random.PRNGKey(0), (28, 28, 1))
+  return _flat(checkpoints.load_variables(
+      os.path.join(workdir, 'runs', run_id, 'checkpoints'), step, like))
+
+
+def _assert_frozen_groups_are_the_bases(workdir, factory_name, groups, n):
+  """AnB at n: its n frozen groups equal baseA's final variables (params and
+  batch_stats) bitwise; the rest was trained."""
+  base_a = _final(workdir, 'm_n-baseA-s0', factory_name, 6)
+  anb = _final(workdir, f'm_n-A{n}B-s0', factory_name, 4)
+  frozen = surgery.first_layers(n, groups)
+  under = lambda path: any(path.split('/', 1)[1] == p or path.split('/', 1)[1].startswith(
+      p + '/') for p in frozen)
+  moved = [p for p in anb if under(p)]
+  assert any(p.startswith('batch_stats/') for p in moved)
+  for path in moved:
+    np.testing.assert_array_equal(anb[path], base_a[path], err_msg=path)
+  # The groups above the cut were re-initialised and trained on B: none of
+  # their parameters is baseA's (the head's shape differs, 6 against 4 classes).
+  rest = [p for p in anb if not under(p) and p.startswith('params/')
+          and base_a[p].shape == anb[p].shape]
+  assert rest and not any(np.array_equal(anb[p], base_a[p]) for p in rest)
+
+
+def test_a_resnet_written_as_flax_examples_runs_the_grid_with_its_axis_name(tmp_path):
+  """flax examples/imagenet's ResNet18 as a user copies it: BatchNorm with
+  axis_name='batch' and a functools.partial factory; no extra flag."""
+  workdir = str(tmp_path / 'flax_resnet')
+  result = cli(f'--config={RUNLOCAL}', '--config.model=flax_resnet:ResNet18Narrow',
+               f'--config.layer_groups={",".join(flax_resnet.GROUPS)}',
+               '--config.layers=(3,)', '--config.report=false', f'--workdir={workdir}',
+               env={**os.environ, 'PYTHONPATH': os.path.dirname(__file__)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert set(results(workdir)) == {'m_n-baseA-s0', 'm_n-baseB-s0', 'm_n-A3B-s0',
+                                   'm_n-A3B+-s0', 'm_n-B3B-s0', 'm_n-B3B+-s0'}
+  _assert_frozen_groups_are_the_bases(workdir, 'flax_resnet:ResNet18Narrow',
+                                      flax_resnet.GROUPS, 3)
+
+
+def test_an_nnx_module_runs_the_grid_by_the_same_group_paths(tmp_path):
+  """An nnx.Module class as the factory: BatchNorm, Dropout, nested blocks in
+  an nnx.List (paths blocks/0, blocks/1)."""
+  workdir = str(tmp_path / 'nnx')
+  result = cli(f'--config={RUNLOCAL}', '--config.model=nnx_cnn:CNN',
+               f'--config.layer_groups={",".join(nnx_cnn.GROUPS)}', '--config.layers=(2,)',
+               '--config.report=false', f'--workdir={workdir}',
+               env={**os.environ, 'PYTHONPATH': os.path.dirname(__file__)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = results(workdir)
+  assert len(rows) == 6 and all(float(r['top1']) > 0.3 for r in rows.values())
+  _assert_frozen_groups_are_the_bases(workdir, 'nnx_cnn:CNN', nnx_cnn.GROUPS, 2)
+  with open(os.path.join(workdir, 'groups.json')) as f:
+    assert json.load(f)['groups'] == list(nnx_cnn.GROUPS)
+
+
+def test_nnx_default_groups_follow_the_modules_attribute_order():
+  assert registry.transferable_groups('nnx_cnn:make_cnn', (28, 28, 1)) == (
+      'stem', 'blocks', 'fc')
+  model = registry.create('nnx_cnn:CNN_RGB', 5)
+  variables = registry.init_variables(model, jax.random.PRNGKey(0), (28, 28, 3))
+  assert model.is_nnx and variables['params']['stem']['conv']['kernel'].shape == (3, 3, 3, 8)
+  # Evaluation mode: Dropout off and BatchNorm on its running averages, so
+  # two calls agree; training mode draws dropout from the step's key.
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 3))
+  np.testing.assert_array_equal(model.apply(variables, x, train=False),
+                                model.apply(variables, x, train=False))
+  train = [model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(k)},
+                       mutable=['batch_stats']) for k in (0, 1)]
+  assert not np.allclose(train[0][0], train[1][0])
+  assert not np.allclose(train[0][1]['batch_stats']['stem']['norm']['mean'],
+                         variables['batch_stats']['stem']['norm']['mean'])

@@ -52,6 +52,9 @@ def fields(c: ml_collections.ConfigDict) -> None:
   if c.get('image_size') is not None and not 8 <= c.image_size <= 4096:
     raise UserError(f'config.image_size must be 8..4096 (or unset), got {c.image_size}; '
                     f'e.g. --config.image_size=32.')
+  if not (isinstance(c.axis_name, str) and c.axis_name.isidentifier()):
+    raise UserError(f'config.axis_name must be a name, got {c.axis_name!r}; e.g. '
+                    f'--config.axis_name=batch.')
   if c.schedule not in optim.SCHEDULES:
     raise UserError(f'config.schedule must be one of {", ".join(optim.SCHEDULES)}, got '
                     f'{c.schedule!r}; e.g. --config.schedule=step.')
@@ -68,7 +71,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
       files.check_path(c[name], f'--config.{name}')
   model_input = tasks.model_input(c)
   groups = registry.transferable_groups(c.model, model_input.image_shape,
-                                        experiments.names(c.layer_groups))
+                                        experiments.names(c.layer_groups), c.axis_name)
   for _, split, _ in experiments.parts(c):
     tasks.resolve(split, c)
   solver = {k: v for k, v in c.source_solver.items() if v is not None}

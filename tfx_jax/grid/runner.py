@@ -196,7 +196,8 @@ class Grid:
     if base.run_id not in self._bases:
       if not self.finished(base):
         raise RuntimeError(f'Base {base.run_id} is not finished.')
-      model = registry.create(self.config.model, len(self.task(base).classes))
+      model = registry.create(self.config.model, len(self.task(base).classes),
+                              self.config.axis_name)
       rep = steps.replicated(self.mesh)
       like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                           jax.eval_shape(lambda: self.init_variables(base, model)))
@@ -213,7 +214,7 @@ class Grid:
   def run_one(self, index: int, spec: experiments.RunSpec) -> Result:
     """Train and evaluate one run, resuming from its newest checkpoint."""
     c, task = self.run_config(spec), self.task(spec)
-    model = registry.create(c.model, len(task.classes))
+    model = registry.create(c.model, len(task.classes), c.axis_name)
     variables = self.init_variables(spec, model)
     if spec.copies_base:  # Every collection: BatchNorm statistics too.
       variables = surgery.transplant_variables(

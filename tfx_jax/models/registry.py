@@ -1,5 +1,5 @@
 """The model registry: the paper's convnet presets, ResNet-18, and any user's
-linen Module from `package.module:factory`, by name.
+linen or NNX Module from `package.module:factory`, by name, as a `net.Net`.
 
 Each model names its ordered transferable groups (`groups`): the presets'
 are conv1..fc7; whatever is in no group (the head) is re-initialised in every
@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from tfx_jax.errors import UserError
-from tfx_jax.models import convnet, resnet
+from tfx_jax.models import convnet, net, resnet
 
 # name -> (factory(num_classes), ordered transferable groups).
 REGISTRY = {
@@ -29,7 +31,10 @@ REGISTRY = {
 }
 
 
-def _factory(name: str) -> Callable[[int], nn.Module]:
+AXIS_NAME = 'batch'  # The collective axis a user's module may reduce over (flax's examples').
+
+
+def _factory(name: str) -> Callable:
   """A registry entry's factory, or `package.module:factory` imported."""
   if name in REGISTRY:
     return REGISTRY[name][0]
@@ -42,23 +47,68 @@ def _factory(name: str) -> Callable[[int], nn.Module]:
   except ImportError as e:
     raise UserError(f'Cannot import module {module_name!r} of model {name!r} '
                     f'({e}); put it on PYTHONPATH or install its package.') from None
+  except Exception as e:  # pylint: disable=broad-except  # The user's module failed on import.
+    raise UserError(f'Importing module {module_name!r} of model {name!r} raised '
+                    f'{type(e).__name__}: {" ".join(str(e).split())[:300]} '
+                    f'(--verbose shows the traceback).') from e
   factory = getattr(module, attr, None)
   if not callable(factory):
     raise UserError(f'Module {module_name!r} has no callable {attr!r} (model '
-                    f'{name!r}); the factory is factory(num_classes) -> linen Module.')
+                    f'{name!r}); the factory is factory(num_classes) -> linen Module, '
+                    f'or factory(num_classes, rngs) -> nnx.Module.')
   return factory
 
 
-def create(name: str, num_classes: int) -> nn.Module:
+def _parameters(factory: Callable) -> Mapping[str, inspect.Parameter]:
+  try:
+    return inspect.signature(factory).parameters
+  except (TypeError, ValueError):  # A builtin or C callable: called positionally.
+    return {}
+
+
+def _is_nnx(factory: Callable) -> bool:
+  """An nnx.Module class (or a partial of one), or a factory taking `rngs`."""
+  base = factory
+  while isinstance(base, functools.partial):
+    base = base.func
+  if isinstance(base, type):
+    return issubclass(base, nnx.Module)
+  return 'rngs' in _parameters(factory)
+
+
+def create(name: str, num_classes: int, axis_name: str = AXIS_NAME) -> net.Net:
   """The model `name` (a REGISTRY entry or package.module:factory) with
-  `num_classes` outputs."""
+  `num_classes` outputs.
+
+  A user's factory is called as factory(num_classes) (by keyword when it has
+  a `num_classes` parameter, as flax's `partial(ResNet, ...)` does) and
+  returns a linen Module; or, when it takes `rngs` (an nnx.Module class, say),
+  it is an NNX factory, factory(num_classes, rngs=...). Around a user's module
+  the collective axis `axis_name` is bound (`net.Net`)."""
   if num_classes < 1:
     raise ValueError(f'num_classes must be >= 1, got {num_classes}.')
-  model = _factory(name)(num_classes)
+  factory = _factory(name)
+  if name in REGISTRY:
+    return net.Net(factory(num_classes), num_classes)
+  origin = f'Model {name!r}'
+  if _is_nnx(factory):
+    return net.Net(net.from_nnx(factory, num_classes, origin), num_classes, axis_name,
+                   origin, is_nnx=True)
+  params = _parameters(factory)
+  by_keyword = 'num_classes' in params and params['num_classes'].kind in (
+      inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  try:
+    model = factory(num_classes=num_classes) if by_keyword else factory(num_classes)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'{origin}: its factory raised {type(e).__name__}: '
+                    f'{" ".join(str(e).split())[:300]} (--verbose shows the traceback).'
+                    ) from e
   if not isinstance(model, nn.Module):
     raise UserError(f'Model factory {name!r} returned {type(model).__name__}, not a '
-                    f'flax.linen Module.')
-  return model
+                    f'flax.linen Module (or an nnx.Module: give its factory an `rngs` '
+                    f'argument).')
+  return net.Net(model, num_classes, axis_name,
+                 f'{origin} (flax module {type(model).__name__})')
 
 
 def groups(name: str, params: Mapping, layer_groups: Sequence[str] = ()) -> tuple[str, ...]:
@@ -84,19 +134,28 @@ def groups(name: str, params: Mapping, layer_groups: Sequence[str] = ()) -> tupl
   return chosen
 
 
-def transferable_groups(name: str, image_shape, layer_groups: Sequence[str] = ()
-                        ) -> tuple[str, ...]:
+def transferable_groups(name: str, image_shape, layer_groups: Sequence[str] = (),
+                        axis_name: str = AXIS_NAME) -> tuple[str, ...]:
   """`groups` of model `name` for inputs of `image_shape`, found from the
-  shapes of its parameters (nothing is initialised)."""
-  model, order = create(name, 2), []
+  shapes of its parameters (nothing is initialised, nothing computed).
+
+  A user's module is also traced once in training mode, so that a module
+  that fails there does so now, as one clear error, before anything is
+  written."""
+  model, order = create(name, 2, axis_name), []
 
   def init():
     variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
     order.extend(variables['params'])  # eval_shape's output sorts dict keys.
     return variables
 
-  shapes = jax.eval_shape(init)['params']
-  return groups(name, {k: shapes[k] for k in order}, layer_groups)
+  shapes = jax.eval_shape(init)
+  if name not in REGISTRY:
+    jax.eval_shape(lambda v: model.apply(
+        v, jnp.zeros((2, *image_shape)), train=True,
+        rngs={'dropout': jax.random.PRNGKey(0)},
+        mutable=[k for k in v if k != 'params'] or False), shapes)
+  return groups(name, {k: shapes['params'][k] for k in order}, layer_groups)
 
 
 def _paths(tree: Mapping, prefix: tuple[str, ...] = ()):
@@ -107,12 +166,15 @@ def _paths(tree: Mapping, prefix: tuple[str, ...] = ()):
       yield (*prefix, str(key))
 
 
-def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict:
-  """Fresh variables (params and any other collection, e.g. batch_stats)."""
+def init_variables(model: net.Net | nn.Module, rng: jax.Array, image_shape) -> dict:
+  """Fresh variables (params and any other collection, e.g. batch_stats) of a
+  `create`d model, or of any linen Module."""
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
-  return dict(model.init({'params': rng}, dummy, train=False))
+  if isinstance(model, nn.Module):
+    return dict(model.init({'params': rng}, dummy, train=False))
+  return model.init(rng, dummy)
 
 
-def init_params(model: nn.Module, rng: jax.Array, image_shape) -> dict:
+def init_params(model: net.Net | nn.Module, rng: jax.Array, image_shape) -> dict:
   """Fresh parameters for images of shape (H, W, C)."""
   return init_variables(model, rng, image_shape)['params']
