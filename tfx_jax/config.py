@@ -65,7 +65,7 @@ LOGISTICS = ('data_dir', 'source_data_dir', 'num_workers', 'eval_batch_size', 'c
 # those workdirs computed: a snapshot without one is read as having it. Any
 # other field missing from an older snapshot refuses it.
 ADDED_LATER = {'layer_groups': [], 'source_dataset': '', 'target_examples_per_class': [],
-               'source_data_dir': None, 'axis_name': 'batch',
+               'source_data_dir': None, 'axis_name': 'batch', 'base_a': '', 'base_b': '',
                'image_size': None, 'train_split': None, 'eval_split': None,
                'source_solver': {k: None for k in SOLVER_FIELDS}}
 
@@ -91,6 +91,11 @@ def base_config() -> ml_collections.ConfigDict:
   # The collective axis name a user's module reduces over (BatchNorm's
   # axis_name): bound to the global batch (docs/own_model.md).
   c.axis_name = 'batch'
+  # Bases trained elsewhere (docs/own_model.md): a checkpoint used as base A
+  # (B) instead of training it: an Orbax checkpoint or tfx_jax run directory,
+  # a flax msgpack file or an .npz; '{seed}' in it is the run's seed.
+  c.base_a = ''
+  c.base_b = ''
   # Tasks from two datasets (docs/own_data.md): A is every class of this one
   # ('name', or 'name:0-4,7' for some), B every class of `dataset`; the split
   # is then 'from:<source_dataset>'. Empty: A and B are halves of `dataset`.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -20,6 +22,8 @@ from tfx_jax.grid import experiments
 
 METRIC = 'best10_top1'  # The paper's metric (PAPER.md, Metric).
 GROUPS_FILE = 'groups.json'  # In the workdir: the model's transferable groups.
+# In the workdir: the bases not trained there, {base run id: {path, sha256}}.
+PRETRAINED_FILE = 'pretrained.json'
 
 
 def best10(values: Iterable[float]) -> float:
@@ -44,16 +48,18 @@ class Result:
   wall_s: float  # Train and eval time, over every resume (compile and I/O excluded).
   # Optional (a column only in files that have a size): the target-set size.
   examples_per_class: int = 0
+  # Optional: the checkpoint a pretrained base came from (not trained: steps 0).
+  pretrained: str = ''
 
   @classmethod
   def of_run(cls, spec: experiments.RunSpec, history: Sequence[dict], steps: int,
-             wall_s: float) -> Result:
+             wall_s: float, pretrained: str = '') -> Result:
     """The result of `spec` from its evaluations ({'top1', 'top5', ...} each)."""
     last = history[-1]
     return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
                spec.n, spec.seed, last['top1'], last['top5'],
                best10([h['top1'] for h in history]), steps, round(wall_s, 3),
-               spec.examples_per_class)
+               spec.examples_per_class, pretrained)
 
   @property
   def accuracy(self) -> float:
@@ -81,9 +87,17 @@ class Result:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Result))
-OPTIONAL = {'examples_per_class': 0}  # Written only when some run differs from this.
+# Written only when some run differs from this.
+OPTIONAL = {'examples_per_class': 0, 'pretrained': ''}
 COLUMNS = tuple(f for f in FIELDS if f not in OPTIONAL)  # Every file has these.
-_INTS, _FLOATS = ('n', 'seed', 'steps', 'examples_per_class'), ('top1', 'top5', METRIC, 'wall_s')
+_INTS = ('n', 'seed', 'steps', 'examples_per_class')
+_FLOATS = ('top1', 'top5', METRIC, 'wall_s')
+
+
+def read_pretrained(workdir: str) -> dict:
+  """WORKDIR/pretrained.json (see grid/pretrained.py); {} when it has none."""
+  path = os.path.join(workdir, PRETRAINED_FILE)
+  return json.loads(files.read_text(path)) if files.exists(path) else {}
 
 
 def split_family(split: str) -> str | None:

@@ -23,7 +23,7 @@ from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, tasks
 from tfx_jax.data.sources import reader
 from tfx_jax.errors import UserError
-from tfx_jax.grid import checks, experiments, local_shards, lock
+from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
 from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
@@ -48,6 +48,9 @@ class Grid:
                   for target, task in tasks.resolve(split, config).items()}
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
     self.specs = experiments.study(config, len(self.groups))
+    # Bases trained elsewhere (--config.base_a, base_b): run id -> checkpoint.
+    self.pretrained = {s.run_id: path for s in self.specs if s.treatment == 'base'
+                       and (path := pretrained.path_of(config, s.target, s.seed))}
     self.progress = progress.Progress()
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
     self._eval_data, self._norms, self._source_config = {}, {}, None
@@ -136,7 +139,11 @@ class Grid:
     return self._eval_data[half]
 
   def finished(self, spec: experiments.RunSpec) -> bool:
-    return self.workdir.finished(spec.run_id)
+    """Trained (or evaluated) with its result.json; a pretrained base whose head
+    does not fit its task, once its variables are in its run directory."""
+    return self.workdir.finished(spec.run_id) or (
+        spec.run_id in self.pretrained
+        and self.workdir.has_checkpoint(spec.run_id, self.run_config(spec).total_steps))
 
   def wait_for(self, base: experiments.RunSpec, index: int) -> None:
     """Poll until another shard has finished `base`; a clear error on timeout."""
@@ -211,8 +218,46 @@ class Grid:
     if self.is_main:
       print(message, flush=True)
 
-  def run_one(self, index: int, spec: experiments.RunSpec) -> Result:
+  def import_base(self, index: int, spec: experiments.RunSpec) -> Result | None:
+    """A pretrained base instead of training one: its variables (the model's
+    own init where the checkpoint has no value: a head of another shape) into
+    its run directory as the final checkpoint, and, when the whole tree fits
+    its task, its evaluation there as its result (steps 0)."""
+    c, task, path = self.run_config(spec), self.task(spec), self.pretrained[spec.run_id]
+    label = f'[{index + 1}/{len(self.specs)} {spec.run_id}]'
+    model = registry.create(c.model, len(task.classes), c.axis_name)
+    what = f'--config.{pretrained.field(spec.target)}'
+    with self.progress.phase('io'):
+      loaded = pretrained.load(path, what)
+    fresh = jax.device_get(self.init_variables(spec, model))
+    variables, whole = pretrained.fit(fresh, loaded, self.groups, f'{what} {path!r}', c.model)
+    variables = jax.device_put(variables, steps.replicated(self.mesh))
+    tree = {'params': variables['params']}
+    if len(variables) > 1:
+      tree['model_state'] = {k: v for k, v in variables.items() if k != 'params'}
+    with self.progress.phase('io'):
+      saver = checkpoints.RunCheckpoints(self.workdir.checkpoint_dir(spec.run_id), keep=1)
+      saver.save(c.total_steps, tree, {}, {'pretrained': path}, force=True)
+      saver.close()
+    if not whole:
+      self.log(f'{label} pretrained, from {path}: not trained here. Its head does not '
+               f'fit the {len(task.classes)} classes of task {spec.target}, so it is not '
+               f'evaluated.')
+      return None
+    start = time.time()
+    metrics = steps.evaluate(self.eval_step(model, variables, task), variables,
+                             self.eval_data((spec.split, spec.target)),
+                             self.local_eval_batch, self.mesh)
+    result = Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path)
+    self.log(f'{label} pretrained, from {path}: not trained here; eval top1 '
+             f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
+    self.workdir.save_result(result)
+    return result
+
+  def run_one(self, index: int, spec: experiments.RunSpec) -> Result | None:
     """Train and evaluate one run, resuming from its newest checkpoint."""
+    if spec.run_id in self.pretrained:
+      return self.import_base(index, spec)
     c, task = self.run_config(spec), self.task(spec)
     model = registry.create(c.model, len(task.classes), c.axis_name)
     variables = self.init_variables(spec, model)
@@ -260,10 +305,40 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
                for t in tasks.resolve(split, config).values()}.values():
     reader.check_prepared(task.data, task.data_dir)
+  bases = _check_pretrained(config, groups)
+  pretrained.check_recorded(workdir, bases)
   if jax.process_index() == 0:
     lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards)
   Workdir(workdir).prepare(config, groups)
+  if bases and jax.process_index() == 0:
+    pretrained.record(workdir, bases)
   return groups
+
+
+def _check_pretrained(config: ml_collections.ConfigDict, groups: tuple[str, ...]
+                      ) -> dict[str, dict]:
+  """Each pretrained base's checkpoint, read and fitted to the model now (one
+  clear error, before anything is written): {base run id: {path, sha256}}."""
+  out, read = {}, {}
+  image_shape = tasks.model_input(config).image_shape
+  for spec in experiments.study(config, len(groups)):
+    path = pretrained.path_of(config, spec.target, spec.seed)
+    if spec.treatment != 'base' or not path:
+      continue
+    what = f'--config.{pretrained.field(spec.target)}'
+    if path not in read:
+      classes = tasks.resolve(spec.split, config)[spec.target].classes
+      model = registry.create(config.model, len(classes), config.axis_name)
+      fresh = jax.eval_shape(lambda m=model: registry.init_variables(
+          m, jax.random.PRNGKey(0), image_shape))
+      loaded = pretrained.load(path, what)
+      pretrained.fit(fresh, loaded, groups, f'{what} {path!r}', config.model)
+      for collection in pretrained.lacking(fresh, loaded):
+        errors.warn(f'{what} {path!r} holds no {collection}: the model\'s own initial '
+                    f'{collection} go with its transplanted groups.')
+      read[path] = pretrained.content_hash(path)
+    out[spec.run_id] = {'path': path, 'sha256': read[path]}
+  return out
 
 
 def assign(specs: list[experiments.RunSpec], costs: list[int], num_shards: int) -> list[int]:

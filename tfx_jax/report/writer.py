@@ -71,6 +71,13 @@ def write_report(workdir: str) -> dict:
     notes.append(f'Several target-set sizes: these findings and figures are those of '
                  f'{target_size.label(size)} images per class; target_size.md has them all.')
   dataset, config_notes = read_dataset(workdir)
+  by_path = {}
+  for run_id, base in sorted(results.read_pretrained(workdir).items()):
+    by_path.setdefault((base['path'], base['sha256']), []).append(run_id)
+  for (path, sha), run_ids in by_path.items():
+    notes.append(f'Not trained here: base{"s" if len(run_ids) > 1 else ""} '
+                 f'{", ".join(run_ids)} came from the checkpoint {path} (sha256 '
+                 f'{sha[:12]}).')
   groups = read_groups(workdir)
   curves, curve_notes = over_time.read_curves(workdir, runs)
   found = fnd.evaluate(runs, len(groups))

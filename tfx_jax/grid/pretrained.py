@@ -1,0 +1,182 @@
+"""Bases that were trained elsewhere: `--config.base_a=PATH` (and `base_b`).
+
+PATH is an Orbax checkpoint of Flax variables (a tfx_jax run directory, a
+CheckpointManager's directory, one step of it, or one checkpoint), a
+`flax.serialization` msgpack file, or an `.npz` whose keys are '/'-joined
+paths (`params/conv1/kernel`); of the variables dict, or of params alone.
+`{seed}` in PATH is the run's seed. The grid then trains no such base: it
+checks the tree against the model, records PATH and a content hash in
+WORKDIR/pretrained.json (`results.PRETRAINED_FILE`: a workdir refuses a
+changed checkpoint), and puts the variables into the base's run directory,
+from where every transplant reads them as it reads a trained base's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from etils import epath
+from flax import serialization, traverse_util
+
+from tfx_jax import files
+from tfx_jax.errors import UserError
+from tfx_jax.grid import results
+
+_STATE_KEYS = {'step', 'params', 'opt_state', 'rng'}  # A tfx_jax TrainState's tree.
+_SHOWN = 8  # Paths listed per kind of mismatch.
+
+
+def field(target: str) -> str:
+  """The config field of the base on target 'A' or 'B'."""
+  return f'base_{target.lower()}'
+
+
+def path_of(config, target: str, seed: int) -> str:
+  """The checkpoint the base on `target` of `seed` comes from; '' if trained here."""
+  value = config.get(field(target)) or ''
+  return value.replace('{seed}', str(seed))
+
+
+def _orbax_item(path: str) -> str | None:
+  """The directory of the one Orbax item PATH names, or None if it is no
+  Orbax checkpoint: a run directory's newest step, a manager's newest step,
+  a step's `state` (tfx_jax) or `default` item, or a checkpoint itself."""
+  p = epath.Path(path)
+  if not p.is_dir():
+    return None
+  if (p / 'checkpoints').is_dir():
+    p = p / 'checkpoints'
+  step_dirs = [c for c in p.iterdir() if c.name.isdigit() and c.is_dir()]
+  if step_dirs:
+    p = max(step_dirs, key=lambda c: int(c.name))
+  for item in ('state', 'default'):
+    if (p / item / '_METADATA').exists():
+      return str(p / item)
+  return str(p) if (p / '_METADATA').exists() else None
+
+
+def content_hash(path: str) -> str:
+  """sha256 of what `load` reads: the item's files (names and bytes), or the file."""
+  digest = hashlib.sha256()
+  item = _orbax_item(path)
+  if item is None:
+    digest.update(epath.Path(path).read_bytes())
+    return digest.hexdigest()
+  root = epath.Path(item)
+  for f in sorted(_files_under(root), key=str):
+    digest.update(str(f.relative_to(root)).encode() + b'\0')
+    digest.update(f.read_bytes())
+  return digest.hexdigest()
+
+
+def _files_under(directory: epath.Path):
+  for child in directory.iterdir():  # No rglob: epath refuses it on gs://.
+    if child.is_dir():
+      yield from _files_under(child)
+    else:
+      yield child
+
+
+def load(path: str, what: str) -> dict:
+  """The Flax variables at `path` as nested dicts of numpy arrays: a params
+  tree alone becomes {'params': tree}; a tfx_jax train state its params and
+  model_state. `what` names the field in errors."""
+  if not files.exists(path):
+    raise UserError(f'{what} {path!r} does not exist; give a checkpoint directory, '
+                    f'a msgpack file or an .npz (docs/own_model.md).')
+  item = _orbax_item(path)
+  try:
+    if item is not None:
+      import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+      tree = ocp.PyTreeCheckpointer().restore(item)
+    elif path.endswith('.npz'):
+      with np.load(io.BytesIO(epath.Path(path).read_bytes())) as npz:
+        tree = traverse_util.unflatten_dict({k: npz[k] for k in npz.files}, sep='/')
+    else:
+      tree = serialization.msgpack_restore(epath.Path(path).read_bytes())
+  except Exception as e:  # pylint: disable=broad-except  # Each format fails its own way.
+    raise UserError(f'{what} {path!r} is not a readable Orbax checkpoint, flax msgpack '
+                    f'file or .npz ({type(e).__name__}: {" ".join(str(e).split())[:200]}).'
+                    ) from None
+  if not isinstance(tree, Mapping) or not tree:
+    raise UserError(f'{what} {path!r} holds no tree of arrays.')
+  tree = jax.tree.map(np.asarray, _plain(tree))
+  if _STATE_KEYS <= set(tree):  # A tfx_jax run's state: its variables only.
+    return {'params': tree['params'], **tree.get('model_state', {})}
+  return dict(tree) if 'params' in tree else {'params': tree}
+
+
+def _plain(tree):
+  if isinstance(tree, Mapping):
+    return {str(k): _plain(v) for k, v in tree.items()}
+  return tree
+
+
+def fit(fresh: Mapping, loaded: Mapping, groups: tuple[str, ...], what: str,
+        model: str) -> tuple[dict, bool]:
+  """`fresh` (the model's own init) with every leaf of its transferable groups,
+  and of its head where shapes agree, from `loaded`. Returns the variables and
+  whether the whole tree fit (the head too), so the base can be evaluated.
+
+  A UserError lists every missing, extra and mis-shaped path when the groups
+  do not fit; a collection the checkpoint lacks (params alone, without
+  BatchNorm's statistics) keeps its fresh values."""
+  flat_fresh = traverse_util.flatten_dict(_plain(fresh), sep='/')
+  flat_loaded = traverse_util.flatten_dict(_plain(loaded), sep='/')
+  collections = {p.split('/', 1)[0] for p in flat_loaded}
+  paths = [p.split('/') for g in groups for p in g.split('+')]
+
+  def grouped(path: str) -> bool:
+    parts = path.split('/')[1:]
+    return any(parts[:len(g)] == g for g in paths)
+
+  missing = [p for p in flat_fresh if grouped(p) and p.split('/', 1)[0] in collections
+             and p not in flat_loaded]
+  extra = [p for p in flat_loaded if p not in flat_fresh]
+  shaped = [f'{p} {tuple(flat_loaded[p].shape)} (the model: {tuple(flat_fresh[p].shape)})'
+            for p in flat_fresh if grouped(p) and p in flat_loaded
+            and flat_loaded[p].shape != flat_fresh[p].shape]
+  if missing or extra or shaped:
+    listed = '; '.join(f'{kind} {len(items)}: {", ".join(items[:_SHOWN])}'
+                       + (', ...' if len(items) > _SHOWN else '')
+                       for kind, items in (('missing', missing), ('extra', extra),
+                                           ('mis-shaped', shaped)) if items)
+    raise UserError(f'{what} does not fit model {model!r}: {listed}. Its transferable '
+                    f'groups are {", ".join(groups)}; the rest is the head, whose '
+                    f'shape may differ.')
+  out = {}
+  for path, value in flat_fresh.items():
+    given = flat_loaded.get(path)
+    fits = given is not None and given.shape == value.shape
+    out[path] = np.asarray(given, dtype=value.dtype) if fits else value
+  whole = all(p in flat_loaded and flat_loaded[p].shape == v.shape
+              for p, v in flat_fresh.items())
+  return traverse_util.unflatten_dict(out, sep='/'), whole
+
+
+def lacking(fresh: Mapping, loaded: Mapping) -> list[str]:
+  """The model's collections (batch_stats, say) that the checkpoint lacks."""
+  return sorted(set(fresh) - set(loaded))
+
+
+def check_recorded(workdir: str, hashes: Mapping[str, dict]) -> None:
+  """Refuse a workdir whose pretrained bases were other checkpoints."""
+  held = results.read_pretrained(workdir)
+  for run_id, now in hashes.items():
+    was = held.get(run_id)
+    if was and was['sha256'] != now['sha256']:
+      raise UserError(
+          f'The checkpoint of base {run_id} ({now["path"]}) has changed since this '
+          f'workdir started (sha256 {now["sha256"][:12]}, recorded {was["sha256"][:12]}): '
+          f'restore it, or use a new --workdir.')
+
+
+def record(workdir: str, hashes: Mapping[str, dict]) -> None:
+  """Adds `hashes` to WORKDIR/pretrained.json."""
+  files.atomic_write_json(os.path.join(workdir, results.PRETRAINED_FILE),
+                          {**results.read_pretrained(workdir), **hashes})
