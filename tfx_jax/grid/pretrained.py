@@ -19,13 +19,16 @@ import os
 from collections.abc import Mapping
 
 import jax
+import ml_collections
 import numpy as np
 from etils import epath
 from flax import serialization, traverse_util
 
-from tfx_jax import files
+from tfx_jax import errors, files
+from tfx_jax.data import tasks
 from tfx_jax.errors import UserError
-from tfx_jax.grid import results
+from tfx_jax.grid import experiments, results
+from tfx_jax.models import registry
 
 _STATE_KEYS = {'step', 'params', 'opt_state', 'rng'}  # A tfx_jax TrainState's tree.
 _SHOWN = 8  # Paths listed per kind of mismatch.
@@ -162,6 +165,31 @@ def fit(fresh: Mapping, loaded: Mapping, groups: tuple[str, ...], what: str,
 def lacking(fresh: Mapping, loaded: Mapping) -> list[str]:
   """The model's collections (batch_stats, say) that the checkpoint lacks."""
   return sorted(set(fresh) - set(loaded))
+
+
+def check(config: ml_collections.ConfigDict, groups: tuple[str, ...]) -> dict[str, dict]:
+  """Each pretrained base's checkpoint, read and fitted to the model now (one
+  clear error, before anything is written): {base run id: {path, sha256}}."""
+  out, read = {}, {}
+  image_shape = tasks.model_input(config).image_shape
+  for spec in experiments.study(config, len(groups)):
+    path = path_of(config, spec.target, spec.seed)
+    if spec.treatment != 'base' or not path:
+      continue
+    what = f'--config.{field(spec.target)}'
+    if path not in read:
+      classes = tasks.resolve(spec.split, config)[spec.target].classes
+      model = registry.create(config.model, len(classes), config.axis_name)
+      fresh = jax.eval_shape(lambda m=model: registry.init_variables(
+          m, jax.random.PRNGKey(0), image_shape))
+      loaded = load(path, what)
+      fit(fresh, loaded, groups, f'{what} {path!r}', config.model)
+      for collection in lacking(fresh, loaded):
+        errors.warn(f'{what} {path!r} holds no {collection}: the model\'s own initial '
+                    f'{collection} go with its transplanted groups.')
+      read[path] = content_hash(path)
+    out[spec.run_id] = {'path': path, 'sha256': read[path]}
+  return out
 
 
 def check_recorded(workdir: str, hashes: Mapping[str, dict]) -> None:

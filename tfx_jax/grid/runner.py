@@ -305,7 +305,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
                for t in tasks.resolve(split, config).values()}.values():
     reader.check_prepared(task.data, task.data_dir)
-  bases = _check_pretrained(config, groups)
+  bases = pretrained.check(config, groups)
   pretrained.check_recorded(workdir, bases)
   if jax.process_index() == 0:
     lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards)
@@ -313,32 +313,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   if bases and jax.process_index() == 0:
     pretrained.record(workdir, bases)
   return groups
-
-
-def _check_pretrained(config: ml_collections.ConfigDict, groups: tuple[str, ...]
-                      ) -> dict[str, dict]:
-  """Each pretrained base's checkpoint, read and fitted to the model now (one
-  clear error, before anything is written): {base run id: {path, sha256}}."""
-  out, read = {}, {}
-  image_shape = tasks.model_input(config).image_shape
-  for spec in experiments.study(config, len(groups)):
-    path = pretrained.path_of(config, spec.target, spec.seed)
-    if spec.treatment != 'base' or not path:
-      continue
-    what = f'--config.{pretrained.field(spec.target)}'
-    if path not in read:
-      classes = tasks.resolve(spec.split, config)[spec.target].classes
-      model = registry.create(config.model, len(classes), config.axis_name)
-      fresh = jax.eval_shape(lambda m=model: registry.init_variables(
-          m, jax.random.PRNGKey(0), image_shape))
-      loaded = pretrained.load(path, what)
-      pretrained.fit(fresh, loaded, groups, f'{what} {path!r}', config.model)
-      for collection in pretrained.lacking(fresh, loaded):
-        errors.warn(f'{what} {path!r} holds no {collection}: the model\'s own initial '
-                    f'{collection} go with its transplanted groups.')
-      read[path] = pretrained.content_hash(path)
-    out[spec.run_id] = {'path': path, 'sha256': read[path]}
-  return out
 
 
 def assign(specs: list[experiments.RunSpec], costs: list[int], num_shards: int) -> list[int]:
