@@ -149,3 +149,21 @@ def test_a_base_pretrained_on_one_dataset_serves_a_study_on_another(tmp_path):
   with open(os.path.join(second, 'report', 'findings.md')) as f:
     assert (f'base from_fashion_mnist-baseA-s0 came from the checkpoint '
             f'{base.replace("{seed}", "0")}') in f.read()
+
+
+def test_a_base_whose_head_differs_gives_its_layers_and_no_row(exported, tmp_path):
+  """baseA of the m/n halves (6 classes) as base A of random halves (5 classes):
+  the head does not fit, so the base is not evaluated, and its layers still
+  go into every transplant."""
+  paths, base_a = exported
+  workdir = str(tmp_path / 'w')
+  result = cli(f'--config={RUNLOCAL}', '--config.split=random:0', '--config.layers=(1,)',
+               '--config.only=(transfer,)', '--config.targets=(B,)', '--config.report=false',
+               f'--config.base_a={paths["npz"]}', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Its head does not fit the 5 classes of task A' in result.stdout
+  assert set(results(workdir)) == {'random0-A1B-s0'}  # No row for the base.
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['split'] == 'random:0'
+  a1b = _variables(workdir, 'random0-A1B-s0', 5)['params']
+  np.testing.assert_array_equal(a1b['conv1']['kernel'], base_a['params']['conv1']['kernel'])
