@@ -4,7 +4,7 @@ source dataset, task B every class of the target, at several target-set sizes.
 Default: Fashion-MNIST to UCI's digits (both offline), the `narrow` net. The
 source base trains with the offline default's all-classes solver (30,720
 steps at batch 64, where it converges: docs/solver/); the target's runs with
-the digits preset (1,536 steps at batch 32), on 5, 20 and all (about 144)
+the digits preset (3,072 steps at batch 32), on 5, 20 and all (about 144)
 images per class. Arguments:
   source=NAME  the source dataset (or NAME:0-4 for some of its classes)
   target=NAME  the target dataset
