@@ -68,8 +68,12 @@ def npy_bytes(array: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
+def npy_array(data: bytes) -> np.ndarray:
+  return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def load_npy(path: str) -> np.ndarray:
-  return np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False)
+  return npy_array(epath.Path(path).read_bytes())
 
 
 def read_manifest(root: str) -> dict | None:

@@ -22,6 +22,7 @@ from concurrent import futures
 import cv2
 import numpy as np
 import simplejpeg
+from etils import epath
 
 from tfx_jax import files
 from tfx_jax.data.sources import ilsvrc, jpeg_shards
@@ -198,9 +199,12 @@ def finish(root: str, listings, per_shard: int) -> dict[str, np.ndarray]:
   for split, listing in listings.items():
     n = _num_shards(listing.names, per_shard)
     with futures.ThreadPoolExecutor(16) as pool:  # Many small reads on gs://.
-      ends = list(pool.map(
-          lambda k: jpeg_shards.load_npy(jpeg_shards.offsets_path(root, split, k)),
+      raw = list(pool.map(
+          lambda k: epath.Path(jpeg_shards.offsets_path(root, split, k)).read_bytes(),
           range(n)))
+    # Parsed in this thread: np.load parses the header with ast, which threads
+    # corrupt on CPython 3.11.7 ("AST constructor recursion depth mismatch").
+    ends = [jpeg_shards.npy_array(b) for b in raw]
     for k, e in enumerate(ends):
       if len(e) - 1 != len(listing.names[k * per_shard:(k + 1) * per_shard]):
         raise UserError(f'{jpeg_shards.offsets_path(root, split, k)} does not match its '
