@@ -222,3 +222,22 @@ def test_bad_process_index():
   with pytest.raises(UserError, match='process_index 2'):
     input_pipeline.train_iterator('fashion_mnist', (3,), batch_size=8, seed=0,
                                   process_index=2, process_count=2)
+
+
+def test_too_little_shared_memory_for_the_workers_is_one_clear_error(monkeypatch):
+  """A container's default 64 MB /dev/shm against 31 workers' ImageNet batches."""
+  free = 64 * 2**20
+  monkeypatch.setattr(input_pipeline.shutil, 'disk_usage',
+                      lambda path: collections.namedtuple('usage', 'total used free')(
+                          free, 0, free))
+  monkeypatch.setattr(input_pipeline.os.path, 'isdir', lambda path: True)
+  with pytest.raises(UserError) as e:
+    input_pipeline.check_shared_memory('imagenet2012', 31, 256, (227, 227, 3))
+  message = str(e.value)
+  # 2 batches a worker of 256 x 227 x 227 x 3 bytes (75.5 MB): 64 MB fit none.
+  assert '64 MB free' in message and '31 data worker(s) need about 2,340 MB' in message
+  assert '--config.num_workers=0' in message and '--shm-size' in message
+  with pytest.raises(UserError, match='num_workers=27'):  # 2.36 MB a worker: 27 fit.
+    input_pipeline.check_shared_memory('imagenet2012', 31, 8, (227, 227, 3))
+  input_pipeline.check_shared_memory('imagenet2012', 4, 8, (227, 227, 3))  # 9.4 MB: fits.
+  input_pipeline.check_shared_memory('imagenet2012', 0, 256, (227, 227, 3))  # No workers.

@@ -302,9 +302,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   transferable groups."""
   files.check_path(workdir, '--workdir')
   groups = checks.validate(config, jax.device_count(), jax.process_count())
+  batch = max(config.batch_size, config.source_solver.batch_size or 0) // jax.process_count()
   for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
                for t in tasks.resolve(split, config).values()}.values():
     reader.check_prepared(task.data, task.data_dir)
+    input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
+                                       task.data.image_shape)
   bases = pretrained.check(config, groups)
   pretrained.check_recorded(workdir, bases)
   if jax.process_index() == 0:
