@@ -5,7 +5,7 @@ CheckpointManager's directory, one step of it, or one checkpoint), a
 `flax.serialization` msgpack file, or an `.npz` whose keys are '/'-joined
 paths (`params/conv1/kernel`); of the variables dict, or of params alone.
 `{seed}` in PATH is the run's seed. The grid then trains no such base: it
-checks the tree against the model, records PATH and a content hash in
+checks the tree against the model, records PATH and a hash of its variables in
 WORKDIR/pretrained.json (`results.PRETRAINED_FILE`: a workdir refuses a
 changed checkpoint), and puts the variables into the base's run directory,
 from where every transplant reads them as it reads a trained base's.
@@ -63,26 +63,15 @@ def _orbax_item(path: str) -> str | None:
   return str(p) if (p / '_METADATA').exists() else None
 
 
-def content_hash(path: str) -> str:
-  """sha256 of what `load` reads: the item's files (names and bytes), or the file."""
+def fingerprint(variables: Mapping) -> str:
+  """sha256 of the variables `load` returned (paths, dtypes, shapes, bytes): the
+  checkpoint is read once, for the fit and for its record."""
   digest = hashlib.sha256()
-  item = _orbax_item(path)
-  if item is None:
-    digest.update(epath.Path(path).read_bytes())
-    return digest.hexdigest()
-  root = epath.Path(item)
-  for f in sorted(_files_under(root), key=str):
-    digest.update(str(f.relative_to(root)).encode() + b'\0')
-    digest.update(f.read_bytes())
+  for path, leaf in sorted(traverse_util.flatten_dict(variables, sep='/').items()):
+    array = np.ascontiguousarray(leaf)
+    digest.update(f'{path} {array.dtype.str} {array.shape}\0'.encode())
+    digest.update(array.tobytes())
   return digest.hexdigest()
-
-
-def _files_under(directory: epath.Path):
-  for child in directory.iterdir():  # No rglob: epath refuses it on gs://.
-    if child.is_dir():
-      yield from _files_under(child)
-    else:
-      yield child
 
 
 def load(path: str, what: str) -> dict:
@@ -187,7 +176,7 @@ def check(config: ml_collections.ConfigDict, groups: tuple[str, ...]) -> dict[st
       for collection in lacking(fresh, loaded):
         errors.warn(f'{what} {path!r} holds no {collection}: the model\'s own initial '
                     f'{collection} go with its transplanted groups.')
-      read[path] = content_hash(path)
+      read[path] = fingerprint(loaded)
     out[spec.run_id] = {'path': path, 'sha256': read[path]}
   return out
 
