@@ -68,7 +68,7 @@ LOGISTICS = ('data_dir', 'source_data_dir', 'num_workers', 'eval_batch_size', 'c
 ADDED_LATER = {'layer_groups': [], 'source_dataset': '', 'target_examples_per_class': [],
                'source_data_dir': None, 'axis_name': 'batch', 'base_a': '', 'base_b': '',
                'image_size': None, 'train_split': None, 'eval_split': None,
-               'source_solver': {k: None for k in SOLVER_FIELDS}}
+               'source_solver': {k: None for k in SOLVER_FIELDS}, 'precision': 'float32'}
 
 
 def differing_fields(old: dict, new: dict) -> list[str]:
@@ -117,6 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train_split = config_dict.placeholder(str)
   c.eval_split = config_dict.placeholder(str)
   c.augment = config_dict.placeholder(bool)  # None: the dataset's default.
+  # The steps' arithmetic (training/precision.py): 'float32' (faithful: what
+  # the CPU computes, on every device), 'tf32' or 'bfloat16' (faster on GPUs
+  # and TPUs; parameters and optimizer state stay float32).
+  c.precision = 'float32'
   # Host parallelism of the input pipeline: train worker processes (grain) and
   # eval threads. -1 (auto): for datasets bound by JPEG decoding (imagenet2012),
   # one train worker per host core but one (at most 32) and one eval thread per

@@ -14,6 +14,7 @@ from tfx_jax.data import tasks
 from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments
 from tfx_jax.models import optim, registry
+from tfx_jax.training import precision
 
 # Fields that count something: at least 1 (keep_checkpoints too: the final
 # checkpoint is what transplants read), or at least 0.
@@ -55,6 +56,9 @@ def fields(c: ml_collections.ConfigDict) -> None:
   if not (isinstance(c.axis_name, str) and c.axis_name.isidentifier()):
     raise UserError(f'config.axis_name must be a name, got {c.axis_name!r}; e.g. '
                     f'--config.axis_name=batch.')
+  if c.precision not in precision.NAMES:
+    raise UserError(f'config.precision must be one of {", ".join(precision.NAMES)}, got '
+                    f'{c.precision!r}; e.g. --config.precision=float32.')
   if c.schedule not in optim.SCHEDULES:
     raise UserError(f'config.schedule must be one of {", ".join(optim.SCHEDULES)}, got '
                     f'{c.schedule!r}; e.g. --config.schedule=step.')

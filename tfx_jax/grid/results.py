@@ -50,16 +50,18 @@ class Result:
   examples_per_class: int = 0
   # Optional: the checkpoint a pretrained base came from (not trained: steps 0).
   pretrained: str = ''
+  # The steps' arithmetic (config.precision); files written before it: float32.
+  precision: str = 'float32'
 
   @classmethod
   def of_run(cls, spec: experiments.RunSpec, history: Sequence[dict], steps: int,
-             wall_s: float, pretrained: str = '') -> Result:
+             wall_s: float, pretrained: str = '', precision: str = 'float32') -> Result:
     """The result of `spec` from its evaluations ({'top1', 'top5', ...} each)."""
     last = history[-1]
     return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
                spec.n, spec.seed, last['top1'], last['top5'],
                best10([h['top1'] for h in history]), steps, round(wall_s, 3),
-               spec.examples_per_class, pretrained)
+               spec.examples_per_class, pretrained, precision)
 
   @property
   def accuracy(self) -> float:
@@ -89,7 +91,10 @@ class Result:
 FIELDS = tuple(f.name for f in dataclasses.fields(Result))
 # Written only when some run differs from this.
 OPTIONAL = {'examples_per_class': 0, 'pretrained': ''}
-COLUMNS = tuple(f for f in FIELDS if f not in OPTIONAL)  # Every file has these.
+# Written in every file, read as this from files written before it.
+ADDED_LATER = {'precision': 'float32'}
+# Every file has these.
+COLUMNS = tuple(f for f in FIELDS if f not in OPTIONAL and f not in ADDED_LATER)
 _INTS = ('n', 'seed', 'steps', 'examples_per_class')
 _FLOATS = ('top1', 'top5', METRIC, 'wall_s')
 
@@ -131,7 +136,7 @@ def from_dict(row: dict, where: str) -> Result:
   """A checked Result from a CSV row or result.json; UserError naming `where`."""
   if None in row or None in row.values():
     raise UserError(f'{where}: expected {len(row)} fields, as in the header.')
-  row = {**OPTIONAL, **row}
+  row = {**OPTIONAL, **ADDED_LATER, **row}
   try:
     ints = {c: int(row[c]) for c in _INTS}
     floats = {c: float(row[c]) for c in _FLOATS}

@@ -111,7 +111,7 @@ class Grid:
     if key not in self._steps:
       with self.progress.phase('compile'):
         step = steps.make_train_step(model, optimizer, self.first(frozen_n),
-                                     self.mesh, self.preprocess(task))
+                                     self.mesh, self.preprocess(task), self.config.precision)
         self._steps[key] = step.lower(state, self._batch_shapes(batch_size, False)).compile()
     return self._steps[key]
 
@@ -119,7 +119,8 @@ class Grid:
     key = (model.num_classes, id(self.preprocess(task)))
     if key not in self._evals:
       with self.progress.phase('compile'):
-        step = steps.make_eval_step(model, self.mesh, self.preprocess(task))
+        step = steps.make_eval_step(model, self.mesh, self.preprocess(task),
+                                    self.config.precision)
         self._evals[key] = step.lower(
             variables, self._batch_shapes(self.config.eval_batch_size, True)).compile()
     return self._evals[key]
@@ -248,7 +249,8 @@ class Grid:
     metrics = steps.evaluate(self.eval_step(model, variables, task), variables,
                              self.eval_data((spec.split, spec.target)),
                              self.local_eval_batch, self.mesh)
-    result = Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path)
+    result = Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path,
+                           precision=self.config.precision)
     self.log(f'{label} pretrained, from {path}: not trained here; eval top1 '
              f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
     self.workdir.save_result(result)
@@ -287,7 +289,8 @@ class Grid:
           log=self.log, label=f'[{index + 1}/{len(self.specs)} {spec.run_id}]')
     finally:
       data.close()  # Stops its worker processes now, not at garbage collection.
-    result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s)
+    result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s,
+                           precision=c.precision)
     self.workdir.save_result(result)
     return result
 

@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from tfx_jax.models import surgery
+from tfx_jax.training import precision as precision_lib
 
 DATA_AXIS = 'data'
 
@@ -140,7 +141,8 @@ def normalizer(mean, std) -> Callable[[jax.Array], jax.Array]:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     frozen_layers: Iterable[str], mesh: Mesh,
-                    preprocess: Callable[[jax.Array], jax.Array] | None = None) -> Callable:
+                    preprocess: Callable[[jax.Array], jax.Array] | None = None,
+                    precision: str = precision_lib.DEFAULT) -> Callable:
   """Compiled `step(state, batch) -> (state, metrics)`; batch: image, label.
 
   Gradients are taken with respect to the trainable layers only, so XLA never
@@ -149,9 +151,11 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   running statistics) are updated by the forward pass in training mode, except
   under the frozen layers, which keep theirs bitwise. `preprocess` (e.g.
   `normalizer(...)`) maps the batch's images to the model's input, on the device.
+  `precision`: one of precision.NAMES (training/precision.py).
   """
   frozen_layers = tuple(frozen_layers)
   preprocess = preprocess or (lambda images: images)
+  precision_lib.check(precision)
 
   def step(state: TrainState, batch):
     trainable, frozen = surgery.split_trainable(state.params, frozen_layers)
@@ -159,14 +163,19 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     mutable = list(state.model_state)
 
     def loss_fn(trainable):
-      variables = {'params': surgery.merge(trainable, frozen), **state.model_state}
-      out = model.apply(variables, preprocess(batch['image']), train=True,
+      variables = {'params': precision_lib.cast(surgery.merge(trainable, frozen), precision),
+                   **state.model_state}
+      images = precision_lib.cast(preprocess(batch['image']), precision)
+      out = model.apply(variables, images, train=True,
                         rngs={'dropout': dropout_rng}, mutable=mutable or False)
       logits, updated = out if mutable else (out, {})
-      metrics = jax.tree.map(jnp.mean, _metrics(logits, batch['label']))
+      metrics = jax.tree.map(jnp.mean, _metrics(logits.astype(jnp.float32), batch['label']))
       return metrics['loss'], (metrics, updated)
 
-    grads, (metrics, updated) = jax.grad(loss_fn, has_aux=True)(trainable)
+    with precision_lib.matmuls(precision):
+      grads, (metrics, updated) = jax.grad(loss_fn, has_aux=True)(trainable)
+    updated = {name: precision_lib.like(tree, state.model_state[name])
+               for name, tree in updated.items()}
     full_grads = surgery.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
     updates, opt_state = optimizer.update(full_grads, state.opt_state,
                                           state.params)
@@ -186,15 +195,21 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh,
-                   preprocess: Callable[[jax.Array], jax.Array] | None = None) -> Callable:
+                   preprocess: Callable[[jax.Array], jax.Array] | None = None,
+                   precision: str = precision_lib.DEFAULT) -> Callable:
   """Compiled `eval_step(variables, batch) -> sums`; batch: image, label, mask.
 
   `variables` are the model's Flax variables ({'params': ...} and any other
-  collection: BatchNorm normalises with its running averages)."""
+  collection: BatchNorm normalises with its running averages), computed in
+  `precision` as the train step."""
   preprocess = preprocess or (lambda images: images)
+  precision_lib.check(precision)
 
   def eval_step(variables, batch):
-    logits = model.apply(variables, preprocess(batch['image']), train=False)
+    variables = {**variables, 'params': precision_lib.cast(variables['params'], precision)}
+    with precision_lib.matmuls(precision):
+      logits = model.apply(variables, precision_lib.cast(preprocess(batch['image']), precision),
+                           train=False).astype(jnp.float32)
     mask = batch['mask'].astype(jnp.float32)
     sums = {k: jnp.sum(v * mask) for k, v in _metrics(logits, batch['label']).items()}
     sums['count'] = jnp.sum(mask)
