@@ -5,6 +5,7 @@ Expected pixels come from the prepared JPEGs decoded here with Pillow.
 
 import io
 import os
+from unittest import mock
 
 import jax
 import numpy as np
@@ -112,8 +113,13 @@ def test_auto_workers_rule():
   cores = len(os.sched_getaffinity(0))
   assert datasets.host_workers('fashion_mnist', -1) == 0
   assert datasets.host_workers('cifar10', -1, threads=True) == 0
-  assert datasets.host_workers('imagenet2012', -1) == min(32, max(1, cores - 1))
-  assert datasets.host_workers('imagenet2012', -1, threads=True) == min(32, cores)
+  # No fixed cap: all cores but the loop's and the device-prefetch thread's.
+  assert datasets.host_workers('imagenet2012', -1) == max(1, cores - 2)
+  assert datasets.host_workers('imagenet2012', -1, threads=True) == cores
+  with mock.patch.object(os, 'sched_getaffinity', return_value=set(range(96))):
+    assert datasets.host_workers('imagenet2012', -1) == 94
+  with mock.patch.object(os, 'sched_getaffinity', return_value={0}):
+    assert datasets.host_workers('imagenet2012', -1) == 1
   assert datasets.host_workers('fashion_mnist', 3) == 3
 
 

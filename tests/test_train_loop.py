@@ -4,6 +4,7 @@ after a preemption to the same bits, and the stop on NaN."""
 import json
 import os
 import signal
+import time
 
 import jax
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 
 from tfx_jax import config as config_lib
 from tfx_jax import progress
+from tfx_jax.data import input_pipeline
 from tfx_jax.models import optim, registry, surgery
-from tfx_jax.training import metrics, preemption, steps
+from tfx_jax.training import metrics, preemption, prefetch, steps
 from tfx_jax.training.loop import train_and_evaluate
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -50,6 +52,9 @@ class StopAt:
 
   def reached(self):
     return self.steps == self._at
+
+  def received(self):
+    return self.reached()
 
 
 @pytest.fixture(scope='module')
@@ -132,3 +137,53 @@ def test_nan_loss_stops_naming_the_step(setup, tmp_path):
                        nan_after_3, evaluate, Batches(), mesh=mesh,
                        watch=StopAt(), progress=progress.Progress(),
                        log=lambda _: None)
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_device_prefetch_resumes_on_exactly_the_next_batch(workers):
+  """The state counts the batches taken, not those the thread put ahead."""
+  mesh = steps.make_mesh()
+
+  def pipeline():
+    data = input_pipeline.train_iterator('fashion_mnist', (0, 1, 2, 3), batch_size=16,
+                                         seed=3, num_workers=workers)
+    return data, prefetch.DevicePrefetch(data, lambda b: steps.global_batch(b, mesh), 2)
+
+  data, ahead = pipeline()
+  try:
+    taken = [jax.device_get(next(ahead)) for _ in range(5)]
+    time.sleep(0.5)  # The thread fills its queue: batches 5 and 6 are on the devices.
+    state = ahead.get_state()
+    assert state == {'next_batch': 5}
+    following = [jax.device_get(next(ahead)) for _ in range(2)]
+    ahead.stop()
+    assert data.get_state() == {'next_batch': 7}  # Rewound to what was taken.
+  finally:
+    ahead.stop()
+    data.close()
+  data, again = pipeline()
+  try:
+    again.set_state(state)
+    for expected in following:
+      got = jax.device_get(next(again))
+      assert isinstance(got['image'], np.ndarray)
+      np.testing.assert_array_equal(got['image'], expected['image'])
+      np.testing.assert_array_equal(got['label'], expected['label'])
+    assert not np.array_equal(taken[-1]['image'], following[0]['image'])
+  finally:
+    again.stop()
+    data.close()
+
+
+def test_device_prefetch_raises_the_pipelines_error_in_the_loops_thread():
+  class Failing(Batches):
+    def __next__(self):
+      if self.next_batch == 3:
+        raise OSError('shard unreadable')
+      return super().__next__()
+
+  ahead = prefetch.DevicePrefetch(Failing(), lambda b: b, 2)
+  assert [next(ahead)['label'].shape for _ in range(3)] == [(8,)] * 3
+  with pytest.raises(OSError, match='shard unreadable'):
+    next(ahead)
+  assert ahead.get_state() == {'next_batch': 3}

@@ -58,8 +58,8 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 # is compared unless it is listed here.
 SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
                 'sweep')
-LOGISTICS = ('data_dir', 'source_data_dir', 'num_workers', 'eval_batch_size', 'checkpoint_every',
-             'keep_checkpoints', 'log_every', 'report')
+LOGISTICS = ('data_dir', 'source_data_dir', 'num_workers', 'device_prefetch', 'eval_batch_size',
+             'checkpoint_every', 'keep_checkpoints', 'log_every', 'report')
 
 
 # Fields added after workdirs existed, each with the value that computes what
@@ -123,10 +123,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.precision = 'float32'
   # Host parallelism of the input pipeline: train worker processes (grain) and
   # eval threads. -1 (auto): for datasets bound by JPEG decoding (imagenet2012),
-  # one train worker per host core but one (at most 32) and one eval thread per
-  # core; 0 for the others (Fashion-MNIST, MNIST, CIFAR), which load faster in
+  # one train worker per core but two (the loop's and the device prefetch's,
+  # at least one worker) and one eval thread per core; 0 for the others (Fashion-MNIST, MNIST, CIFAR), which load faster in
   # the training process. Results do not depend on it.
   c.num_workers = -1
+  # Batches put on the devices ahead of the step, by a thread (0: none).
+  c.device_prefetch = 2
 
   c.seeds = (0,)
   c.layers = ()  # The n to run; empty: 1..L, every transferable group.

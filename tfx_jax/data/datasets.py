@@ -172,12 +172,17 @@ def _luma(rgb: tuple[float, ...]) -> float:
   return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # ITU-R 601, as PIL's 'L'.
 
 
+# The training process's own threads that need a core while workers load: the
+# loop, which dispatches steps, and the thread that puts batches on the devices.
+LOOP_THREADS = 2
+
+
 def host_workers(name: str | DatasetSpec, num_workers: int, *, threads: bool = False) -> int:
   """num_workers, or for -1 (auto) the rule: datasets whose loading is bound by
-  JPEG decoding (imagenet2012) get one train worker process per host core but
-  one (left to the training loop), at most 32, and one eval thread per core;
-  the others (Fashion-MNIST, MNIST, CIFAR, resized ImageNet) load in the
-  training process, where their small images cost less than a worker's
+  JPEG decoding (imagenet2012) get one train worker process per core this
+  process may use but LOOP_THREADS (at least one worker), and one eval thread
+  per core; the others (Fashion-MNIST, MNIST, CIFAR, resized ImageNet) load in
+  the training process, where their small images cost less than a worker's
   hand-over."""
   if num_workers >= 0:
     return num_workers
@@ -186,4 +191,4 @@ def host_workers(name: str | DatasetSpec, num_workers: int, *, threads: bool = F
   if not dataset_spec(name).decode_bound:
     return 0
   cores = len(os.sched_getaffinity(0))
-  return min(32, cores if threads else max(1, cores - 1))
+  return cores if threads else max(1, cores - LOOP_THREADS)

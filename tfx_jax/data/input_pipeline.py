@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -225,6 +226,15 @@ def default_read_options() -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
+def _ignore_stop_signals(*unused_worker_index_and_count) -> None:
+  """In each grain worker: SIGTERM and SIGINT, which a scheduler or Ctrl-C
+  sends to the whole process group, are the training process's to handle (it
+  saves, then closes the workers); a worker they killed would leave it waiting
+  for a batch that never comes."""
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class TrainIterator(Iterator[dict[str, np.ndarray]]):
   """Endless train batches; the state is the number of the next global batch.
 
@@ -243,7 +253,8 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
     if self._num_workers > 0:
       if not flags.FLAGS.is_parsed():  # grain's workers read absl flags.
         flags.FLAGS.mark_as_parsed()
-      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._num_workers))
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._num_workers),
+                          worker_init_fn=_ignore_stop_signals)
     return iter(ds)
 
   def __next__(self) -> dict[str, np.ndarray]:

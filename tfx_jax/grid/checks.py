@@ -45,6 +45,7 @@ def fields(c: ml_collections.ConfigDict) -> None:
       ('weight_decay', 0 <= c.weight_decay < math.inf, '0 or more', 5e-4),
       ('bias_lr_mult', 0 <= c.bias_lr_mult < math.inf, '0 or more', 2),
       ('num_workers', c.num_workers >= -1, '-1 (auto), 0 or more', -1),
+      ('device_prefetch', c.device_prefetch >= 0, '0 or more', 2),
       ('sweep.wait_minutes', c.sweep.wait_minutes > 0, 'a positive number', 60),
       ('sweep.poll_seconds', c.sweep.poll_seconds > 0, 'a positive number', 30)):
     if not ok:

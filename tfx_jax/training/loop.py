@@ -13,7 +13,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from tfx_jax.progress import Progress
-from tfx_jax.training import checkpoints, metrics, preemption
+from tfx_jax.training import checkpoints, metrics, preemption, prefetch
 from tfx_jax.training.steps import TrainState, global_batch
 
 
@@ -29,11 +29,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
   `evaluate(variables)` gives count, top1, top5 and loss. Every eval_every steps
   the run is evaluated and logged, every checkpoint_every steps (and at the end)
   the state, the data iterator, the evaluations so far and the progress are
-  saved together in RUN_DIR/checkpoints. On a preemption notice the current
-  step is saved and preemption.Preempted raised. Returns the final state and
-  the evaluations ({'step', 'top1', 'top5', 'loss'} each).
+  saved together in RUN_DIR/checkpoints. A thread puts the next
+  config.device_prefetch batches on the devices while a step runs. On a
+  preemption notice the current step is saved and preemption.Preempted
+  raised. Returns the final state and the evaluations ({'step', 'top1', 'top5', 'loss'} each).
   """
   c, is_main = config, jax.process_index() == 0
+  data = prefetch.DevicePrefetch(data, lambda batch: global_batch(batch, mesh),
+                                 c.get('device_prefetch', 2))
   ckpts = checkpoints.RunCheckpoints(os.path.join(run_dir, 'checkpoints'),
                                      keep=c.keep_checkpoints)
   with progress.phase('io'):
@@ -65,7 +68,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
           save(force=True)
         raise preemption.Preempted(run_id, step, watch.signum)
       with progress.phase('train'):
-        state, step_metrics = train_step(state, global_batch(next(data), mesh))
+        try:
+          batch = next(data)
+        except Exception:
+          if not watch.received():
+            raise
+          # The signal also reached a data worker before it could ignore it
+          # (while starting): stop as the signal asks, the step still saved.
+          if step not in ckpts.steps():
+            save(force=True)
+          raise preemption.Preempted(run_id, step, watch.signum) from None
+        state, step_metrics = train_step(state, batch)
         pending.append(step_metrics)
       step += 1
       segment_steps += 1
@@ -96,6 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
         save()
       segment_steps, segment_start = 0, progress.totals['train']
   finally:
+    data.stop()
     with progress.phase('io'):
       ckpts.close()
       if writer:

@@ -51,6 +51,10 @@ class Watch:
   def stepped(self) -> None:
     self.steps += 1
 
+  def received(self) -> bool:
+    """Whether this process got a stop signal (no sync between processes)."""
+    return self.signum is not None
+
   def reached(self) -> bool:
     if self._multihost:
       if multihost_utils.reached_preemption_sync_point(self.steps):
