@@ -17,12 +17,14 @@ from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results
 SUBSET = '--config.layers=(2,5)'  # 10 of the runlocal grid's 30 runs.
 
 
-def start(workdir, *extra):
-  """The CLI in the background, its stderr in WORKDIR.stderr (a pipe could fill)."""
+def start(workdir, *extra, session=False):
+  """The CLI in the background, its stderr in WORKDIR.stderr (a pipe could fill);
+  session: in a process group of its own, as a scheduler starts a job."""
   stderr = open(f'{workdir}.stderr', 'w')
   proc = subprocess.Popen(
       cli_command(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.report=false',
-                  *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+                  *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+      start_new_session=session)
   stderr.close()
   return proc
 
@@ -50,20 +52,16 @@ def finish_and_compare(workdir, reference, *extra):
   return rows, result
 
 
-@pytest.mark.parametrize('signum, code, what', [
-    (signal.SIGTERM, 143, r'Preempted \(SIGTERM\)'),
-    (signal.SIGINT, 130, r'Interrupted \(Ctrl-C\)')])
-def test_a_signal_saves_at_the_current_step_and_resumes(runlocal_grid, tmp_path, signum,
-                                                        code, what):
-  """SIGTERM (preemption) and SIGINT (Ctrl-C) alike: one line, nothing else."""
-  workdir = str(tmp_path)
-  proc = start(workdir, '--config.layers=(2,)', '--config.only=(selffer,)')  # baseB, B2B.
-  run = os.path.join(workdir, 'runs', 'm_n-B2B-s0')
-  wait_for(os.path.join(run, 'checkpoints', '8'), proc)
-  proc.send_signal(signum)
-  proc.wait(timeout=120)
+TWO_RUNS = ('--config.layers=(2,)', '--config.only=(selffer,)')  # baseB, then B2B.
+
+
+def stopped_by(proc, signum, what):
+  """(run id, step) of the one stderr line a stop signal leaves; asserts the
+  exit code, the line and the saved checkpoint."""
+  workdir = proc.args[proc.args.index(next(a for a in proc.args if a.startswith('--workdir')))]
+  workdir = workdir.split('=', 1)[1]
   stderr = stderr_of(workdir)
-  assert proc.returncode == code, stderr[-2000:]
+  assert proc.returncode == 128 + signum, stderr[-2000:]
   assert len(stderr.strip().splitlines()) == 1, stderr[-2000:]
   match = re.search(what + r' in run (\S+) at step (\d+); its checkpoint '
                     r'is saved\. Run the same command again to resume\.', stderr)
@@ -71,10 +69,56 @@ def test_a_signal_saves_at_the_current_step_and_resumes(runlocal_grid, tmp_path,
   run_id, step = match.group(1), int(match.group(2))
   assert os.path.isdir(os.path.join(workdir, 'runs', run_id, 'checkpoints', str(step)))
   assert not os.path.exists(os.path.join(workdir, 'runs', run_id, 'result.json'))
-  if signum != signal.SIGTERM:
-    return  # The same checkpoint as SIGTERM's, whose resume follows.
-  rows, result = finish_and_compare(workdir, results(runlocal_grid[0]),
-                                    '--config.layers=(2,)', '--config.only=(selffer,)')
+  return run_id, step
+
+
+def left_in_group(pgid, grace=10):
+  """The processes of group `pgid` still running after `grace` seconds (the
+  resource tracker exits just after the job)."""
+  deadline = time.time() + grace
+  while time.time() < deadline:
+    try:
+      os.killpg(pgid, 0)
+    except ProcessLookupError:
+      return []
+    time.sleep(0.1)
+  return subprocess.run(['ps', '-o', 'pid,args', '-g', str(pgid)], capture_output=True,
+                        text=True, check=False).stdout.splitlines()[1:]
+
+
+def test_ctrl_c_saves_at_the_current_step(tmp_path):
+  """SIGINT (Ctrl-C): one line, exit 130, the current step saved."""
+  workdir = str(tmp_path)
+  proc = start(workdir, *TWO_RUNS)
+  wait_for(os.path.join(workdir, 'runs', 'm_n-baseB-s0', 'checkpoints', '8'), proc)
+  proc.send_signal(signal.SIGINT)
+  proc.wait(timeout=120)
+  stopped_by(proc, signal.SIGINT, r'Interrupted \(Ctrl-C\)')
+
+
+def test_sigterm_to_the_process_group_with_workers_at_three_moments(runlocal_grid,
+                                                                    tmp_path):
+  """As a scheduler or a TPU maintenance event stops a job: SIGTERM to every
+  process of the job, 2 grain workers included, at 0, 0.4 and 0.9 s after the
+  grid made progress. Each time: exit 143, one line, the step saved, no process
+  left; then the resumed grid has an uninterrupted run's numbers."""
+  workdir, stops = str(tmp_path), []
+  for delay in (0, 0.4, 0.9):
+    seen = set(glob.glob(os.path.join(workdir, 'runs', '*', 'checkpoints', '*')))
+    proc = start(workdir, *TWO_RUNS, '--config.num_workers=2', session=True)
+    deadline = time.time() + 240
+    while not set(glob.glob(os.path.join(workdir, 'runs', '*', 'checkpoints', '*'))) - seen:
+      assert proc.poll() is None and time.time() < deadline, stderr_of(workdir)[-2000:]
+      time.sleep(0.02)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    stops.append(stopped_by(proc, signal.SIGTERM, r'Preempted \(SIGTERM\)'))
+    assert not left_in_group(proc.pid)  # Workers too: nothing left running.
+  assert len(set(stops)) == 3, stops  # Three different moments.
+  rows, result = finish_and_compare(workdir, results(runlocal_grid[0]), *TWO_RUNS,
+                                    '--config.num_workers=2')
+  run_id, step = stops[-1]
   assert f'resuming {run_id} from step {step}' in result.stdout
   assert set(rows) == {'m_n-baseB-s0', 'm_n-B2B-s0'}
 

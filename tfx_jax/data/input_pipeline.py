@@ -235,6 +235,16 @@ def _ignore_stop_signals(*unused_worker_index_and_count) -> None:
   signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _unlink_now(array: SharedMemoryArray) -> None:
+  """Unlinks a worker's batch from /dev/shm as soon as this process has it
+  mapped: its memory lives on until the array is freed, and no name is left
+  behind if it is still referenced at exit (grain would unlink it on deletion,
+  which fails while a device array on CPU still borrows its buffer, leaving
+  the segment to Python's resource tracker and its warning at exit)."""
+  array.shm.unlink()
+  array._unlink_on_del = False  # pylint: disable=protected-access
+
+
 class TrainIterator(Iterator[dict[str, np.ndarray]]):
   """Endless train batches; the state is the number of the next global batch.
 
@@ -262,6 +272,9 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
       self._it = self._start()
     batch = next(self._it)
     self._next += 1
+    for array in batch.values():
+      if isinstance(array, SharedMemoryArray) and array.shm is not None:
+        _unlink_now(array)
     return batch
 
   def get_state(self) -> dict[str, int]:
