@@ -21,13 +21,19 @@ def runlocal_config():
   return c
 
 
-def test_eval_data_is_built_once_per_half_for_the_whole_grid(tmp_path, monkeypatch):
-  built = []
+def test_eval_data_is_decoded_once_per_half_for_the_whole_grid(tmp_path, monkeypatch):
+  built, decoded = [], []
   original = input_pipeline.EvalData
 
   def counting(*args, **kwargs):
     built.append(tuple(args[1]))
-    return original(*args, **kwargs)
+    data = original(*args, **kwargs)
+    fill = data._load.fill
+    def counting_fill(plan, out, lo, hi):
+      decoded.append(hi - lo)
+      return fill(plan, out, lo, hi)
+    data._load.fill = counting_fill
+    return data
   monkeypatch.setattr(input_pipeline, 'EvalData', counting)
   config = runlocal_config()
   assert runner.run(config, str(tmp_path))
@@ -36,6 +42,8 @@ def test_eval_data_is_built_once_per_half_for_the_whole_grid(tmp_path, monkeypat
   assert sorted(r.run_id for r in runs) == ['m_n-A1B-s0', 'm_n-B1A-s0', 'm_n-baseA-s0',
                                             'm_n-baseB-s0']
   assert len(built) == 2 and len(set(built)) == 2
+  # 12 evaluations of 256 images each, but each half's 256 decoded once.
+  assert sum(decoded) == 2 * config.eval_examples
 
 
 def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():

@@ -124,7 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Host parallelism of the input pipeline: train worker processes (grain) and
   # eval threads. -1 (auto): for datasets bound by JPEG decoding (imagenet2012),
   # one train worker per core but two (the loop's and the device prefetch's,
-  # at least one worker) and one eval thread per core; 0 for the others (Fashion-MNIST, MNIST, CIFAR), which load faster in
+  # at least one worker) and one eval thread per core; 0 for the others
+  # (Fashion-MNIST, MNIST, CIFAR), which load faster in
   # the training process. Results do not depend on it.
   c.num_workers = -1
   # Batches put on the devices ahead of the step, by a thread (0: none).

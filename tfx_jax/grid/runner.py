@@ -27,7 +27,7 @@ from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
 from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
-from tfx_jax.training import checkpoints, loop, preemption, steps
+from tfx_jax.training import checkpoints, eval_cache, loop, preemption, steps
 
 
 class Grid:
@@ -129,14 +129,16 @@ class Grid:
     """The paths of the model's first n transferable groups."""
     return surgery.first_layers(n, self.groups)
 
-  def eval_data(self, half: tuple[str, str]) -> input_pipeline.EvalData:
-    """A task's eval data, built once per grid and re-iterated at every evaluation."""
+  def eval_data(self, half: tuple[str, str]) -> eval_cache.EvalCache:
+    """A task's eval batches: decoded at the grid's first evaluation on it, in
+    memory for every later one (eval_cache.py)."""
     if half not in self._eval_data:
       c, task = self.config, self.tasks[half]
-      self._eval_data[half] = input_pipeline.EvalData(
+      self._eval_data[half] = eval_cache.EvalCache(input_pipeline.EvalData(
           task.data, task.classes, batch_size=self.local_eval_batch,
           data_dir=task.data_dir, max_examples=c.eval_examples or None,
-          num_workers=c.num_workers, cache_dir=self.label_cache)
+          num_workers=c.num_workers, cache_dir=self.label_cache),
+          self.local_eval_batch, self.mesh)
     return self._eval_data[half]
 
   def finished(self, spec: experiments.RunSpec) -> bool:

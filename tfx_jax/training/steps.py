@@ -221,10 +221,13 @@ def make_eval_step(model: nn.Module, mesh: Mesh,
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-  """Pad a (possibly partial) batch to batch_size rows, with a 0/1 'mask'."""
+  """Pad a (possibly partial) batch to batch_size rows, with a 0/1 'mask'.
+  A full batch's arrays are passed through, not copied."""
   n = len(batch['label'])
   if n > batch_size:
     raise ValueError(f'Batch of {n} examples is larger than batch_size {batch_size}.')
+  if n == batch_size:
+    return {**batch, 'mask': np.asarray(batch.get('mask', np.ones(n, bool)), bool)}
   out = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
          for k, v in batch.items() if k != 'mask'}
   mask = np.asarray(batch.get('mask', np.ones(n, bool)), bool)
@@ -237,10 +240,13 @@ def evaluate(eval_step: Callable, variables, batches: Iterable[Mapping[str, np.n
   """Mean loss, top-1, top-5 over exactly the examples in `batches`.
 
   `batch_size` is this process's batch; partial batches are padded and masked.
+  Batches of global arrays with a mask (eval_cache.EvalCache's) go as they are.
   """
   totals = None
   for batch in batches:
-    sums = eval_step(variables, global_batch(pad_batch(batch, batch_size), mesh))
+    if not isinstance(batch.get('mask'), jax.Array):
+      batch = global_batch(pad_batch(batch, batch_size), mesh)
+    sums = eval_step(variables, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     raise ValueError('Evaluation got no examples.')
