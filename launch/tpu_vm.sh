@@ -9,9 +9,12 @@
 #   install  Copy this checkout's HEAD commit to every worker and install it
 #            there with pip install -e '.[tpu]', in a Python 3.12 venv from uv.
 #   run      --workdir=gs://B/P --data-dir=gs://B/tensorflow_datasets
-#            [--config=configs/m_n_split.py[:ARGS]] [-- MORE_MAIN_FLAGS]
+#            [--config=configs/m_n_split.py[:ARGS]] [--data-cache-dir=DIR]
+#            [-- MORE_MAIN_FLAGS]
 #            Start the main job on every worker (--multihost), in the
-#            background. It resumes from the workdir: after a preemption or
+#            background. Prepared JPEG shards are first copied to each
+#            worker's disk, DIR (default ~/tfx_jax_data; '' reads the bucket
+#            image by image). It resumes from the workdir: after a preemption or
 #            `stop`, run the same command again.
 #   logs     [--worker=0]  Follow a worker's log (Ctrl-C to stop following).
 #   stop     Send SIGTERM on every worker: the job checkpoints and exits.
@@ -33,6 +36,9 @@ VERSION=''
 SPOT=''
 WORKDIR=''
 DATA_DIR=''
+# On each worker's boot disk; the job expands the ~ there, not here.
+# shellcheck disable=SC2088
+DATA_CACHE_DIR='~/tfx_jax_data'
 CONFIG=configs/m_n_split.py  # ImageNet by default.
 WORKER=0
 MAIN_FLAGS=()
@@ -54,6 +60,7 @@ while (($#)); do
     --spot) SPOT=--spot ;;
     --workdir=*) WORKDIR=${1#*=} ;;
     --data-dir=*) DATA_DIR=${1#*=} ;;
+    --data-cache-dir=*) DATA_CACHE_DIR=${1#*=} ;;
     --config=*) CONFIG=${1#*=} ;;
     --worker=*) WORKER=${1#*=} ;;
     --dry-run) DRY_RUN=1 ;;
@@ -104,7 +111,8 @@ case $ACTION in
     [[ $DATA_DIR == gs://?* ]] || die "--data-dir must be a gs:// path: every worker reads it"
     run gcloud compute tpus tpu-vm ssh "$NAME" "${LOCATION[@]}" --worker=all \
       --command="$(start_snippet --config="$CONFIG" --workdir="$WORKDIR" \
-      --config.data_dir="$DATA_DIR" --multihost ${MAIN_FLAGS[@]+"${MAIN_FLAGS[@]}"})"
+      --config.data_dir="$DATA_DIR" ${DATA_CACHE_DIR:+--config.data_cache_dir="$DATA_CACHE_DIR"} \
+      --multihost ${MAIN_FLAGS[@]+"${MAIN_FLAGS[@]}"})"
     ;;
   logs)
     run gcloud compute tpus tpu-vm ssh "$NAME" "${LOCATION[@]}" --worker="$WORKER" \

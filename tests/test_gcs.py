@@ -278,3 +278,68 @@ def test_a_second_job_on_a_gcs_workdir_in_use_is_refused(gcs, tmp_path):
   first.send_signal(signal.SIGTERM)
   assert first.wait(timeout=120) == 143, (tmp_path / 'stderr').read_text()[-2000:]
   assert not files.exists(lock_object)  # Let go when the job stops.
+
+
+def reads(gcs, since, containing):
+  """GET requests (object reads and listings) from index `since` naming `containing`."""
+  return [r for r in gcs.requests[since:] if r.startswith('GET ') and containing in r]
+
+
+def test_jpeg_shards_on_gcs_are_copied_once_then_read_locally(gcs, prepared_imagenet,
+                                                              tmp_path):
+  """ImageNet's shards on a bucket: read directly, every image is a GET; with
+  config.data_cache_dir, one GET per file once, then none per 100 steps."""
+  from tfx_jax.data import datasets, input_pipeline  # pylint: disable=import-outside-toplevel
+  from tfx_jax.data.sources import jpeg_shards, local_copy  # pylint: disable=import-outside-toplevel
+  from tfx_jax.grid import runner  # pylint: disable=import-outside-toplevel
+  data_dir = f'gs://{BUCKET}/bulk'
+  local_root = os.path.join(prepared_imagenet, 'imagenet2012_jpeg256')
+  names = sorted(os.listdir(local_root))
+  for name in names:
+    with open(os.path.join(local_root, name), 'rb') as f:
+      files.atomic_write(f'{data_dir}/imagenet2012_jpeg256/{name}', f.read())
+  spec, prefix = datasets.dataset_spec('imagenet2012'), 'bulk/imagenet2012_jpeg256'
+
+  def hundred_steps(data_dir):
+    it = input_pipeline.train_iterator(spec, (0, 1), batch_size=4, seed=0, data_dir=data_dir)
+    batches = [next(it)['label'] for _ in range(100)]
+    it.close()
+    return batches
+
+  before = len(gcs.requests)
+  direct = hundred_steps(data_dir)
+  assert len(reads(gcs, before, prefix)) >= 400  # One ranged GET per image at least.
+
+  cache = str(tmp_path / 'cache')
+  lines, before = [], len(gcs.requests)
+  local = local_copy.cached(spec, data_dir, cache, log=lines.append)
+  copy_reads = len(reads(gcs, before, prefix))
+  assert local == os.path.join(cache, BUCKET, 'bulk') and 'once per host' in lines[0]
+  # gcsfs: a stat, a listing and the download per file; the 100 steps read 120 images.
+  assert copy_reads <= 3 * len(names) + 5, copy_reads
+  # Every file but prepare.json (the plan of an unfinished prepare).
+  assert sorted(os.listdir(os.path.join(local, 'imagenet2012_jpeg256'))) == [
+      n for n in names if n != 'prepare.json']
+  before = len(gcs.requests)
+  copied = hundred_steps(local)
+  assert reads(gcs, before, prefix) == []  # Nothing from the bucket per 100 steps.
+  assert all(np.array_equal(a, b) for a, b in zip(direct, copied))
+
+  # Done once: a second job (or local shard) reads the manifest only.
+  before = len(gcs.requests)
+  assert local_copy.cached(spec, data_dir, cache, log=lines.append) == local
+  assert len(reads(gcs, before, prefix)) <= 5  # Its existence and its text.
+  # A damaged copy is found by the index's sizes, and only that file copied again.
+  shard = jpeg_shards.shard_path(os.path.join(local, 'imagenet2012_jpeg256'), 'train', 0)
+  os.truncate(shard, 100)
+  lines.clear()
+  assert local_copy.cached(spec, data_dir, cache, log=lines.append) == local
+  assert '1 of ' in lines[0]
+  assert os.path.getsize(shard) == os.path.getsize(
+      jpeg_shards.shard_path(local_root, 'train', 0))
+
+  # The job uses the copy: the grid's tasks read from it.
+  config = runner.config_lib.base_config()
+  config.update({'data_dir': data_dir, 'data_cache_dir': cache, 'split': 'm_n'})
+  grid = runner.Grid(config, str(tmp_path / 'workdir'), ('conv1',))
+  assert {t.data_dir for t in grid.tasks.values()} == {local}

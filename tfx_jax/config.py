@@ -58,8 +58,8 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 # is compared unless it is listed here.
 SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
                 'sweep')
-LOGISTICS = ('data_dir', 'source_data_dir', 'num_workers', 'device_prefetch', 'eval_batch_size',
-             'checkpoint_every', 'keep_checkpoints', 'log_every', 'report')
+LOGISTICS = ('data_dir', 'source_data_dir', 'data_cache_dir', 'num_workers', 'device_prefetch',
+             'eval_batch_size', 'checkpoint_every', 'keep_checkpoints', 'log_every', 'report')
 
 
 # Fields added after workdirs existed, each with the value that computes what
@@ -110,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
   # on K images per class, one grid per K (0: all), in one workdir.
   c.target_examples_per_class = ()
   c.data_dir = config_dict.placeholder(str)  # When set, the only data location.
+  # Prepared JPEG shards on gs:// are copied here (a local directory) once per
+  # host before training, and read from local disk (docs/cloud.md).
+  c.data_cache_dir = config_dict.placeholder(str)
   # tfds:NAME and folder:NAME datasets (docs/own_data.md): the side every image
   # is resized to (None: their own size if they share one, else 64), and the
   # splits (None: train, then test or validation).

@@ -71,9 +71,12 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   problem. `num_devices` and `num_processes`: of the whole job. Returns the
   model's ordered transferable groups, which the checks need."""
   fields(c)
-  for name in ('data_dir', 'source_data_dir'):
+  for name in ('data_dir', 'source_data_dir', 'data_cache_dir'):
     if c.get(name):
       files.check_path(c[name], f'--config.{name}')
+  if c.get('data_cache_dir') and not files.is_local(c.data_cache_dir):
+    raise UserError(f'config.data_cache_dir must be a local directory, got '
+                    f'{c.data_cache_dir!r}; e.g. --config.data_cache_dir=/mnt/disk/data.')
   model_input = tasks.model_input(c)
   groups = registry.transferable_groups(c.model, model_input.image_shape,
                                         experiments.names(c.layer_groups), c.axis_name)

@@ -11,6 +11,7 @@ rebuilt after every run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 
@@ -21,7 +22,7 @@ import ml_collections
 from tfx_jax import config as config_lib
 from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, tasks
-from tfx_jax.data.sources import reader
+from tfx_jax.data.sources import local_copy, reader
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
 from tfx_jax.grid.results import Result
@@ -43,7 +44,7 @@ class Grid:
     self.is_main = jax.process_index() == 0
     self.mesh = steps.make_mesh()
     self.image_shape = tasks.model_input(config).image_shape
-    self.tasks = {(split, target): task  # (split, target) -> its dataset and classes
+    self.tasks = {(split, target): self._local(task)  # -> its dataset and classes
                   for _, split, _ in experiments.parts(config)
                   for target, task in tasks.resolve(split, config).items()}
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
@@ -55,6 +56,13 @@ class Grid:
     self._optimizers, self._steps, self._evals, self._bases = {}, {}, {}, {}
     self._eval_data, self._norms, self._source_config = {}, {}, None
     self.preemption = preemption.Watch()
+
+  def _local(self, task: tasks.Task) -> tasks.Task:
+    """`task` read from a local copy of its data when config.data_cache_dir is set
+    and the data is on gs:// (sources/local_copy.py); copied once per host."""
+    local = local_copy.cached(task.data, task.data_dir, self.config.get('data_cache_dir'),
+                              log=lambda line: print(line, flush=True))
+    return task if local == task.data_dir else dataclasses.replace(task, data_dir=local)
 
   def shards(self) -> list[int]:
     """The sweep shard of each of self.specs (`assign`)."""
