@@ -2,9 +2,13 @@
 # Runs tfx_jax on GPU machines reachable by ssh: one multi-GPU node, or several.
 #
 # Usage: launch/gpu_node.sh ACTION --host=[USER@]HOST [--host=...] [--dry-run]
-#   install  Copy this checkout's HEAD commit to every host and install it
-#            there with pip install -e '.[cuda12]', in a Python 3.12 venv from
-#            uv (the host needs an NVIDIA driver, curl and ssh access).
+#   install  [--cuda=12|13]
+#            Copy this checkout's HEAD commit to every host and install it
+#            there with pip install -e '.[cuda13]' or '.[cuda12]', in a Python
+#            3.12 venv from uv (the host needs an NVIDIA driver, curl and ssh
+#            access). Each host picks the extra by the CUDA version its driver
+#            supports (nvidia-smi), and installs no CUDA plugin where the venv's
+#            JAX already runs on the GPU; --cuda=12|13 installs that one on all.
 #   run      --workdir=ABSOLUTE_PATH|gs://B/P [--data-dir=ABSOLUTE_PATH|gs://...]
 #            [--config=configs/m_n_split.py[:ARGS]] [--coordinator=HOST:PORT]
 #            [-- MORE_MAIN_FLAGS]
@@ -29,6 +33,7 @@ WORKDIR=''
 DATA_DIR=''
 CONFIG=configs/m_n_split.py  # ImageNet by default.
 COORDINATOR=''
+CUDA=''  # cuda12 or cuda13 from --cuda; '' lets each host choose.
 MAIN_FLAGS=()
 
 ACTION=${1:-}
@@ -45,6 +50,9 @@ while (($#)); do
     --data-dir=*) DATA_DIR=${1#*=} ;;
     --config=*) CONFIG=${1#*=} ;;
     --coordinator=*) COORDINATOR=${1#*=} ;;
+    --cuda=12 | --cuda=13) CUDA=cuda${1#*=} ;;
+    --cuda | --cuda=) die "--cuda needs a value: --cuda=12 or --cuda=13" ;;
+    --cuda=*) die "--cuda must be 12 or 13, not '${1#*=}'" ;;
     --dry-run) DRY_RUN=1 ;;
     -h | --help) usage; exit 0 ;;
     --)  # The rest goes to the main job, except a --dry-run: it is never forwarded.
@@ -63,6 +71,9 @@ done
 if ((${#MAIN_FLAGS[@]})) && [[ $ACTION != run ]]; then
   die "flags after -- go to the main job: only run takes them"
 fi
+if [[ -n $CUDA && $ACTION != install ]]; then
+  die "--cuda chooses the CUDA plugin that install installs: only install takes it"
+fi
 
 # A path every host reads the same way, outside ~/tfx_jax (install replaces it).
 check_path() {  # $1: option name, $2: value
@@ -76,7 +87,7 @@ case $ACTION in
     archive_command "$archive"
     for host in "${HOSTS[@]}"; do
       run scp "$archive" "$host:tfx_jax.tar.gz"
-      run ssh "$host" "$(install_snippet cuda12)"
+      run ssh "$host" "$(gpu_install_snippet "$CUDA")"
     done
     ;;
   run)

@@ -3,10 +3,12 @@ checks, shellcheck, and the remote snippets run for real against a fake gcloud."
 
 import os
 import shlex
+import shutil
 import signal
 import stat
 import string
 import subprocess
+import sys
 import time
 
 import pytest
@@ -92,8 +94,8 @@ def test_run_starts_the_same_multihost_job_on_every_worker():
   remote = command_of(ssh)
   assert main_flags(remote) == [
       '--config=configs/m_n_split.py:dataset=imagenet2012', f'--workdir={WORKDIR}',
-      f'--config.data_dir={DATA_DIR}', '--multihost', '--config.sweep.num_shards=2',
-      '--config.sweep.shard=1']
+      f'--config.data_dir={DATA_DIR}', '--config.data_cache_dir=~/tfx_jax_data',
+      '--multihost', '--config.sweep.num_shards=2', '--config.sweep.shard=1']
   assert remote.count('nohup ') == 1 and 'echo $! > ~/tfx_jax.pid' in remote
 
 
@@ -106,12 +108,22 @@ def test_logs_follows_worker_0_and_stop_and_delete_name_the_vm():
       ['gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', 'other', '--zone=us-central2-b']]
 
 
-def test_gpu_install_copies_and_installs_the_cuda12_extra_on_each_host():
+def test_gpu_install_copies_to_each_host_and_chooses_the_cuda_extra_there():
   commands = dry_run('gpu_node.sh', 'install', '--host=me@gpu0', '--host=gpu1')
   assert [c[0] for c in commands] == ['git', 'scp', 'ssh', 'scp', 'ssh']
   assert commands[1][2] == 'me@gpu0:tfx_jax.tar.gz' and commands[3][2] == 'gpu1:tfx_jax.tar.gz'
   assert [c[1] for c in commands[2::2]] == ['me@gpu0', 'gpu1']
-  assert all('pip install -e ".[cuda12]"' in c[2] for c in commands[2::2])
+  for remote in (c[2] for c in commands[2::2]):
+    assert 'jax.devices(\\"gpu\\")' in remote and '$(nvidia-smi | sed' in remote
+    assert 'pip install -e ".[$extra]" --python ~/tfx_jax_venv/bin/python' in remote
+    assert 'pip install -e . gcsfs --python ~/tfx_jax_venv/bin/python' in remote
+    assert '\n' not in remote and '  ' not in remote  # One line, as sent.
+
+
+def test_gpu_install_with_cuda_flag_installs_that_extra_without_asking_the_host():
+  (_, _, ssh) = dry_run('gpu_node.sh', 'install', '--host=gpu0', '--cuda=13')
+  assert '; extra=cuda13; cd ~/tfx_jax && ' in ssh[2]
+  assert 'nvidia-smi' not in ssh[2] and 'jax.devices' not in ssh[2]
 
 
 def test_gpu_run_on_one_node_needs_no_distributed_flags():
@@ -151,6 +163,10 @@ def test_awkward_main_flags_reach_the_job_intact():
      '--workdir must be a gs:// path'),
     ('tpu_vm.sh', ['logs', '--', '--config.seeds=1'], 'only run takes them'),
     ('gpu_node.sh', ['install'], 'install needs --host'),
+    ('gpu_node.sh', ['install', '--host=gpu0', '--cuda=11'], "--cuda must be 12 or 13, not '11'"),
+    ('gpu_node.sh', ['install', '--host=gpu0', '--cuda'], '--cuda needs a value'),
+    ('gpu_node.sh', ['run', '--host=gpu0', '--workdir=/runs', '--cuda=13'],
+     'only install takes it'),
     ('gpu_node.sh', ['run', '--host=gpu0'], 'run needs --workdir'),
     ('gpu_node.sh', ['run', '--host=gpu0', '--workdir=~/runs'],
      '--workdir must be an absolute path'),
@@ -240,7 +256,8 @@ def test_install_run_and_stop_work_on_a_fake_worker(tmp_path):
     assert _wait_for(lambda: 'args:' in log.read_text())
     assert log.read_text().split('args: ')[1].split() == [
         '-m', 'tfx_jax.main', '--config=configs/m_n_split.py', f'--workdir={WORKDIR}',
-        f'--config.data_dir={DATA_DIR}', '--multihost', '--config.seeds=0,1']
+        f'--config.data_dir={DATA_DIR}', '--config.data_cache_dir=~/tfx_jax_data',
+        '--multihost', '--config.seeds=0,1']
     again = launch('tpu_vm.sh', *run_args, env=env)
     assert again.returncode != 0 and 'stop it first' in again.stderr
     assert launch('tpu_vm.sh', 'install', env=env).returncode != 0  # Not under a running job.
@@ -265,3 +282,93 @@ def test_the_documented_launch_commands_are_valid():
     script, action, *args = shlex.split(line, comments=True)
     result = launch(os.path.basename(script), action, '--dry-run', *args)
     assert result.returncode == 0, (line, result.stderr)
+
+
+# A fake GPU host for gpu_node.sh: ssh runs the remote command with sh in
+# $FAKE_WORKER_HOME, scp copies there. The venv's python is a real Python whose
+# `jax` is FAKE_JAX: `gpu` (jax.devices("gpu") answers), `cpu` (it raises, as a
+# CPU-only JAX does) or `missing` (no jax to import).
+FAKE_SSH = '#!/bin/sh\nHOME=$FAKE_WORKER_HOME exec sh -c "$2"\n'
+FAKE_SCP = '#!/bin/sh\ncp "$1" "$FAKE_WORKER_HOME/${2#*:}"\n'
+FAKE_JAX = '''import os
+if os.environ['FAKE_JAX'] == 'missing':
+  raise ImportError('No module named jax')
+def devices(backend=None):
+  if backend == 'gpu' and os.environ['FAKE_JAX'] == 'gpu':
+    return ['cuda:0']
+  raise RuntimeError(f'Unknown backend {backend}')
+'''
+SMI_HEADER = '''Mon Dec  1 10:00:00 2026
++-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI {driver}              Driver Version: {driver}      CUDA Version: {cuda}     |
+|-----------------------------------------+------------------------+----------------------+
+'''
+SMI_FAILS = ("#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the "
+             "NVIDIA driver.\"\nexit 9\n")
+DRIVERS = {'11.8': '520.61.05', '12.4': '550.54.15', '13.0': '580.95.05', '13.2': '595.10'}
+
+
+def _fake_gpu_host(tmp_path, cuda, jax):
+  """PATH and env for gpu_node.sh against one fake host: nvidia-smi printing the
+  header of a driver for CUDA `cuda` (None: no nvidia-smi, 'fails': it fails)."""
+  worker, bin_dir = tmp_path / 'worker', tmp_path / 'bin'
+  _write(bin_dir / 'ssh', FAKE_SSH)
+  _write(bin_dir / 'scp', FAKE_SCP)
+  if cuda == 'fails':
+    _write(bin_dir / 'nvidia-smi', SMI_FAILS)
+  elif cuda is not None:
+    header = SMI_HEADER.format(driver=DRIVERS[cuda], cuda=cuda)
+    _write(bin_dir / 'nvidia-smi', f"#!/bin/sh\ncat <<'END'\n{header}END\n")
+  _write(worker / '.local' / 'bin' / 'uv', FAKE_UV)
+  _write(worker / 'fake_site' / 'jax' / '__init__.py', FAKE_JAX)
+  _write(worker / 'fake_python',
+         f'#!/bin/sh\nPYTHONPATH="$HOME/fake_site" exec {shlex.quote(sys.executable)} "$@"\n')
+  (tmp_path / 'tmp').mkdir()
+  return worker, dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', FAKE_JAX=jax,
+                      FAKE_WORKER_HOME=str(worker), TMPDIR=str(tmp_path / 'tmp'))
+
+
+def _no_real_nvidia_smi():
+  if shutil.which('nvidia-smi'):
+    pytest.skip('this machine has an nvidia-smi, which a fake host cannot hide')
+
+
+@pytest.mark.parametrize('cuda, jax, flags, installed', [
+    ('12.4', 'missing', [], ['.[cuda12]']),
+    ('13.0', 'missing', [], ['.[cuda13]']),
+    ('13.2', 'cpu', [], ['.[cuda13]']),  # A CPU-only JAX gets the plugin.
+    ('13.0', 'gpu', [], ['.', 'gcsfs']),  # A JAX that runs on the GPU is kept as it is.
+    (None, 'gpu', [], ['.', 'gcsfs']),
+    ('13.0', 'missing', ['--cuda=12'], ['.[cuda12]']),
+    ('12.4', 'gpu', ['--cuda=13'], ['.[cuda13]']),
+    (None, 'missing', ['--cuda=13'], ['.[cuda13]']),
+])
+def test_gpu_install_on_a_fake_host_installs_the_extra_its_driver_needs(
+    tmp_path, cuda, jax, flags, installed):
+  if cuda is None:
+    _no_real_nvidia_smi()
+  worker, env = _fake_gpu_host(tmp_path, cuda, jax)
+  result = launch('gpu_node.sh', 'install', '--host=gpu0', *flags, env=env)
+  assert result.returncode == 0, result.stderr
+  assert (worker / 'tfx_jax' / 'pyproject.toml').is_file()
+  pip_args = (worker / 'pip_args').read_text().split()
+  assert pip_args == ['pip', 'install', '-e', *installed,
+                      '--python', f'{worker}/tfx_jax_venv/bin/python']
+  if not flags:
+    assert ('installing no CUDA plugin' if jax == 'gpu' else
+            f'supports CUDA {cuda}: installing jax[{installed[0][2:-1]}]') in result.stdout
+
+
+@pytest.mark.parametrize('cuda, message', [
+    (None, 'no nvidia-smi, so no NVIDIA driver: install one, or choose with --cuda=12|13'),
+    ('fails', 'nvidia-smi shows no CUDA version (is the driver loaded?): choose with'),
+    ('11.8', 'the driver supports CUDA 11.8, JAX needs 12 or later: update the driver'),
+])
+def test_gpu_install_on_a_fake_host_without_a_driver_for_cuda_12_stops(tmp_path, cuda, message):
+  if cuda is None:
+    _no_real_nvidia_smi()
+  worker, env = _fake_gpu_host(tmp_path, cuda, 'cpu')
+  result = launch('gpu_node.sh', 'install', '--host=gpu0', env=env)
+  assert result.returncode == 1
+  assert message in result.stderr
+  assert not (worker / 'pip_args').exists()
