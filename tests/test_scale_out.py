@@ -1,8 +1,10 @@
 """Several processes, and sweeps sharded over processes sharing one workdir."""
 
+import json
 import os
 import socket
 import subprocess
+import sys
 
 from tfx_jax.grid import local_shards
 
@@ -84,3 +86,38 @@ def test_concurrent_sweep_shards_equal_one_process(runlocal_grid, tmp_path):
   for run_id, row in rows.items():
     assert [row[k] for k in NUMBERS] == [reference[run_id][k] for k in NUMBERS], run_id
   assert os.path.exists(tmp_path / 'w' / 'report' / 'findings.json')
+
+
+def test_only_process_0_moves_a_corrupt_checkpoint_aside(tmp_path):
+  """Two processes resume a run whose newest checkpoint is truncated: process 0
+  moves it aside (slowly) while process 1 waits, and both restore the previous."""
+  import glob  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from tfx_jax.training import checkpoints  # pylint: disable=import-outside-toplevel
+  directory = str(tmp_path / 'checkpoints')
+  ckpts = checkpoints.RunCheckpoints(directory)
+  for step in (8, 16):
+    ckpts.save(step, {'w': np.full(4, step, np.float32)}, {'next_batch': step},
+               {'step': step})
+  ckpts.close()
+  for path in glob.glob(f'{directory}/16/state/**/*', recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  port, env = free_port(), dict(os.environ, JAX_PLATFORMS='cpu',
+                                XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'tests', 'checkpoint_race.py'),
+       f'127.0.0.1:{port}', str(i), directory, str(tmp_path / f'{i}.json')],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=120)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  logs = [json.loads((tmp_path / f'{i}.json').read_text()) for i in range(2)]
+  assert [log['moves'] for log in logs] == [1, 0]
+  assert [log['step'] for log in logs] == [8, 8] and logs[1]['w'] == [8.0] * 4
+  assert sorted(os.listdir(directory)) == ['8', 'corrupt-16']
+  assert sum('is unreadable' in out for out in outputs) == 1

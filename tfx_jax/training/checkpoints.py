@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from tfx_jax import errors, files
 
@@ -36,7 +37,9 @@ class RunCheckpoints:
     """(state, data_state, meta) of the newest readable checkpoint, else None.
 
     An unreadable checkpoint (truncated, missing files) is moved aside as
-    `corrupt-<step>` with a warning, and the previous one is tried.
+    `corrupt-<step>` with a warning, and the previous one is tried. With
+    several processes (which all read the same checkpoint), process 0 moves it
+    and warns; the others wait for the move.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     for step in sorted(self._manager.all_steps(), reverse=True):
@@ -47,10 +50,13 @@ class RunCheckpoints:
         return restored.state, restored.data, restored.meta
       except Exception as e:  # pylint: disable=broad-except
         aside = os.path.join(self.directory, f'corrupt-{step}')
-        errors.warn(f'Checkpoint {self.directory}/{step} is unreadable ({type(e).__name__}: '
-                    f'{str(e).splitlines()[0][:200]}); moved to {aside}, trying the '
-                    f'previous one.')
-        files.move(os.path.join(self.directory, str(step)), aside)
+        if jax.process_index() == 0:
+          errors.warn(f'Checkpoint {self.directory}/{step} is unreadable ({type(e).__name__}: '
+                      f'{str(e).splitlines()[0][:200]}); moved to {aside}, trying the '
+                      f'previous one.')
+          files.move(os.path.join(self.directory, str(step)), aside)
+        if jax.process_count() > 1:
+          multihost_utils.sync_global_devices(f'moved aside {self.directory}/{step}')
         self._manager.reload()
     return None
 
