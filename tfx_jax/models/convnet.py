@@ -9,11 +9,13 @@ layers" is a plain slice of that tuple.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from tfx_jax import paper_reference
 
@@ -99,51 +101,68 @@ def _kernel_init(std: float | None) -> Callable:
   return nn.initializers.normal(stddev=std)
 
 
-def max_pool(x: jax.Array, window: int) -> jax.Array:
-  """Max-pool with stride 2, flooring odd sizes (Caffe's sizes for its net).
+def max_pool(x: jax.Array, window: int, stride: int = 2) -> jax.Array:
+  """Max-pool, VALID, so odd sizes are floored (Caffe's sizes for its net).
 
-  On CPU, 2x2 windows take _max_pool_2x2's backward; GPUs and TPUs keep XLA's.
+  nn.max_pool's values and gradient (each window's to its first maximum), with
+  the backward built from masks and shifts instead of XLA's select-and-scatter,
+  on every backend: deterministic on GPUs too, and faster on CPU.
   """
-  if window == 2 and jax.default_backend() == 'cpu':
-    n, h, w, c = x.shape
-    return _max_pool_2x2(x[:, :h // 2 * 2, :w // 2 * 2])
-  return nn.max_pool(x, (window, window), strides=(2, 2), padding='VALID')
+  return _max_pool(x, window, stride)
 
 
-# Non-overlapping 2x2 pooling with a hand-written backward over the reshaped
-# windows, which XLA CPU compiles far better than reduce_window's
-# select_and_scatter (full step 108 -> 67 ms, docs/benchmarks.md). The gradient
-# goes to the first maximum of each window, as nn.max_pool's does (jnp.max's
-# own rule splits it among ties and costs a compare, a count and a divide over
-# the full-size input).
-@jax.custom_vjp
-def _max_pool_2x2(x: jax.Array) -> jax.Array:
-  return nn.max_pool(x, (2, 2), strides=(2, 2))
+# XLA's select-and-scatter, nn.max_pool's backward, takes 3x (CaffeNet's 3x3/2
+# pools) to 10-16x (2x2/2) the time of these masks on XLA CPU
+# (benchmarks/pooling.py), and XLA GPU has no deterministic implementation of
+# it, so --xla_gpu_deterministic_ops refuses it (flax issue 4233). GPUs and
+# TPUs take the masks too, unmeasured. jnp.max's rule would split the gradient
+# among ties.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding='VALID')
 
 
-def _max_pool_2x2_fwd(x):
-  y = _max_pool_2x2(x)
+def _max_pool_fwd(x, window, stride):
+  y = _max_pool(x, window, stride)
   return y, (x, y)
 
 
-def _max_pool_2x2_bwd(res, dy):
+def _max_pool_bwd(window, stride, res, dy):
   x, y = res
   n, h, w, c = x.shape
-  x = x.reshape(n, h // 2, 2, w // 2, 2, c)
-  y, dy = y[:, :, None, :, None], dy[:, :, None, :, None]
-  # Window order (0,0), (0,1), (1,0), (1,1); `taken` marks a maximum seen earlier.
-  grads, taken = [], False
-  for i in (0, 1):
-    row = []
-    for j in (0, 1):
-      hit = x[:, :, i:i + 1, :, j:j + 1] == y
-      row.append(jnp.where(hit & ~taken, dy, 0.0))
+  oh, ow = y.shape[1:3]
+  # Input row stride * b + p is phase p of block b; window offset i of output
+  # row o lands in phase i % stride, block o + i // stride. So each offset's
+  # share is a shift of dy's shape into one phase, and dx is the phases
+  # interleaved by a reshape: no scatter, no interior padding.
+  bh, bw = oh + (window - 1) // stride, ow + (window - 1) // stride
+  zero = jnp.zeros((), dy.dtype)
+  taken, shares = False, []
+  for i in range(window):  # Row-major, as select-and-scatter scans a window.
+    for j in range(window):
+      xs = lax.slice(x, (0, i, j, 0),
+                     (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c),
+                     (1, stride, stride, 1))
+      hit = xs == y
+      share = jnp.where(hit & ~taken, dy, zero)  # Only the first maximum.
       taken = taken | hit
-    grads.append(jnp.concatenate(row, axis=4))
-  return (jnp.concatenate(grads, axis=2).reshape(n, h, w, c),)
+      shares.append(((i % stride, j % stride), lax.pad(share, zero, (
+          (0, 0, 0), (i // stride, bh - oh - i // stride, 0),
+          (j // stride, bw - ow - j // stride, 0), (0, 0, 0)))))
+  # Where windows overlap, the shares are added in the order of their output
+  # positions, as XLA CPU's select-and-scatter adds them: bitwise its result.
+  phases = {}
+  for phase, share in reversed(shares):
+    phases[phase] = phases[phase] + share if phase in phases else share
+  empty = jnp.zeros((n, bh, bw, c), dy.dtype)
+  dx = jnp.stack([jnp.stack([phases.get((p, q), empty) for q in range(stride)], axis=3)
+                  for p in range(stride)], axis=2).reshape(n, bh * stride, bw * stride, c)
+  # Cut to x's size, or pad with the rows and columns no window reached.
+  return (lax.pad(dx, zero, ((0, 0, 0), (0, h - bh * stride, 0), (0, w - bw * stride, 0),
+                             (0, 0, 0))),)
 
 
-_max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
