@@ -11,7 +11,12 @@ after warm-up; CPU time of every process and thread involved):
     0 threads), and both with 1 and 2 workers (train: processes; eval: threads);
   - (a) the path before issue 12: PIL decode of the original-size JPEG, PIL
     resize to 256, crop, float32 normalise;
-  - (b) a bare decode of the prepared 256x256 JPEGs with the chosen decoder.
+  - (b) a bare decode of the prepared 256x256 JPEGs with the chosen decoder;
+  - the training loop's thread per step, 2 workers: CPU ms of that thread alone
+    (time.thread_time) to take a batch, put it on the devices and dispatch a
+    step, without and with the device-prefetch thread (training/prefetch.py);
+  - evaluation from memory (training/eval_cache.py): host CPU ms per eval image
+    at the first evaluation (decoding) and at the later ones.
 It prints a table, the host cores needed per 10k images/s, and checks the
 targets of issue 12 (train and eval <= 1.5x decode; before/train >= 8;
 2 workers >= 1.6x the images/s of 1).
@@ -32,6 +37,7 @@ from absl import app, flags, logging
 
 from tfx_jax.data import input_pipeline
 from tfx_jax.data.sources import ilsvrc, jpeg_shards, prepare, synthetic_imagenet
+from tfx_jax.training import eval_cache, prefetch, steps
 
 _JSON = flags.DEFINE_string('json', None, 'Write the headline numbers here.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per measurement (median).')
@@ -115,6 +121,56 @@ def eval_path(data_dir, classes, threads):
       pass
   run()
   return measure(run, data.num_examples)
+
+
+def loop_thread(data_dir, classes, ahead: int, workers: int = 2) -> dict:
+  """The training loop's thread per step: CPU ms of that thread alone (median
+  over --repeats runs of --batches steps) and wall ms, with `ahead` batches
+  put on the devices by the prefetch thread (0: by the loop itself, as before).
+  The step takes the whole batch but reads only its labels: on CPU devices the
+  images stay in the host's pages (no copy), and a step touching them would
+  count the device's work (faulting those pages in) as the loop's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  mesh = steps.make_mesh()
+  step = jax.jit(lambda batch: jnp.sum(batch['label']) + 0 * batch['image'][0, 0, 0, 0])
+  it = input_pipeline.train_iterator(
+      'imagenet2012', classes, batch_size=_BATCH.value, seed=0, data_dir=data_dir,
+      num_workers=workers, process_index=0, process_count=1)
+  data = prefetch.DevicePrefetch(it, lambda b: steps.global_batch(b, mesh), ahead)
+  for _ in range(2 * workers + 2):  # Start-up and the workers' first batches.
+    step(next(data)).block_until_ready()
+  cpu, wall = [], []
+  for _ in range(_REPEATS.value):
+    c0, t0, out = time.thread_time(), time.perf_counter(), None
+    for _ in range(_BATCHES.value):
+      out = step(next(data))
+    cpu.append((time.thread_time() - c0) * 1e3 / _BATCHES.value)
+    out.block_until_ready()
+    wall.append((time.perf_counter() - t0) * 1e3 / _BATCHES.value)
+  data.stop()
+  it.close()
+  return {'loop_cpu_ms_per_step': float(np.median(cpu)),
+          'wall_ms_per_step': float(np.median(wall))}
+
+
+def eval_from_memory(data_dir, classes, threads: int = 2) -> dict:
+  """Host CPU ms per eval image at the first evaluation and at later ones."""
+  mesh = steps.make_mesh()
+  data = input_pipeline.EvalData('imagenet2012', classes, batch_size=_EVAL_BATCH.value,
+                                 data_dir=data_dir, num_workers=threads,
+                                 process_index=0, process_count=1)
+  cache = eval_cache.EvalCache(data, _EVAL_BATCH.value, mesh)
+
+  def run():
+    for batch in cache:
+      batch['image'].block_until_ready()
+  c0 = cpu_seconds()
+  run()
+  first = (cpu_seconds() - c0) * 1e3 / data.num_examples
+  later = measure(run, data.num_examples)[0]
+  return {'first_ms_per_image': first, 'later_ms_per_image': later,
+          'location': cache.location}
 
 
 def before(originals, rng):
@@ -207,6 +263,8 @@ def main(_):
   train = {w: train_path(data_dir, classes, w) for w in (0, 1, 2)}
   evals = {w: eval_path(data_dir, classes, w) for w in (0, 1, 2)}
   train_ms, eval_ms = train[0][0], evals[0][0]
+  loop = {ahead: loop_thread(data_dir, classes, ahead) for ahead in (0, 2)}
+  cached = eval_from_memory(data_dir, classes)
 
   print(f'\nms of host CPU per image (median of {_REPEATS.value}), batch {_BATCH.value}')
   print('| stage | ms/image |\n|---|---|')
@@ -220,6 +278,16 @@ def main(_):
   for w in (0, 1, 2):
     print(f'| {w} | {train[w][1]:,.0f} | {train[w][0]:.3f} | {evals[w][1]:,.0f} | '
           f'{evals[w][0]:.3f} |')
+  print('\n| the loop\'s thread, 2 workers | CPU ms/step | wall ms/step |\n|---|---|---|')
+  for ahead, name in ((0, 'takes, puts and dispatches (before)'),
+                      (2, 'dispatches; a thread puts 2 ahead (now)')):
+    print(f'| {name} | {loop[ahead]["loop_cpu_ms_per_step"]:.2f} | '
+          f'{loop[ahead]["wall_ms_per_step"]:.1f} |')
+  loop_ratio = loop[2]['loop_cpu_ms_per_step'] / loop[0]['loop_cpu_ms_per_step']
+  print(f'now / before: {loop_ratio:.2f}')
+  print(f'\neval host CPU ms/image, 2 threads: first evaluation {cached["first_ms_per_image"]:.3f}'
+        f' (decodes), later ones {cached["later_ms_per_image"]:.4f} (from memory, '
+        f'{cached["location"]})')
   scaling = train[2][1] / train[1][1]
   print(f'\nhost cores per 10k images/s: train {10 * train_ms:.1f} in-process, '
         f'{10 * train[2][0]:.1f} with worker processes (their shared-memory hand-over '
@@ -227,7 +295,10 @@ def main(_):
   checks = {'train <= 1.5 x decode': train_ms <= 1.5 * decode_only,
             'eval <= 1.5 x decode': eval_ms <= 1.5 * decode_only,
             'before / train >= 8': before_ms / train_ms >= 8,
-            '2 workers >= 1.6 x 1 worker': scaling >= 1.6}
+            '2 workers >= 1.6 x 1 worker': scaling >= 1.6,
+            'loop thread: prefetch < before': loop_ratio < 1,
+            'eval from memory < 5% of the first': (cached['later_ms_per_image']
+                                                   < 0.05 * cached['first_ms_per_image'])}
   print(f'train/decode {train_ms / decode_only:.2f}, eval/decode {eval_ms / decode_only:.2f}, '
         f'before/train {before_ms / train_ms:.1f}, 2 vs 1 workers {scaling:.2f}x')
   for name, ok in checks.items():
@@ -248,6 +319,8 @@ def main(_):
                  'stages_ms_per_image': stages, 'prepare_images_per_s': prepare_rate,
                  'prepare_cpu_ms_per_image': prepare_cpu * 1e3 / n,
                  'train_cpu_ms_per_image_by_workers': {str(w): train[w][0] for w in (0, 1, 2)},
+                 'loop_thread_by_prefetch': {str(k): v for k, v in loop.items()},
+                 'eval_from_memory': cached,
                  'checks': checks, 'machine': info}, f, indent=2)
       f.write('\n')
   if not _WORKDIR.value:

@@ -129,6 +129,18 @@ def test_default_parts_and_their_errors():
       checks.validate(c, num_devices=1, num_processes=1)
 
 
+@pytest.mark.parametrize('change, message', [
+    ({'precision': 'fp16'}, "config.precision must be one of float32, tf32, bfloat16, got 'fp16'"),
+    ({'device_prefetch': -1}, 'config.device_prefetch must be 0 or more'),
+    ({'data_cache_dir': 'gs://tfx/cache'}, 'config.data_cache_dir must be a local directory'),
+    ({'data_cache_dir': 'gs:/tfx/cache'}, 'is not a URL')])
+def test_the_accelerator_fields_are_checked(change, message):
+  c = load('m_n_split.py', 'dataset=fashion_mnist,runlocal')
+  c.update(change)
+  with pytest.raises(UserError, match=re.escape(message)):
+    checks.validate(c, num_devices=1, num_processes=1)
+
+
 def test_dataset_tables_agree():
   from tfx_jax.data import datasets, splits  # pylint: disable=g-import-not-at-top
   assert set(config_lib.DATASET_PRESETS) == set(datasets.DATASETS)
