@@ -13,6 +13,7 @@ LAYERS = (
     ('main', 'prepare'),  # the CLIs
     ('report',),  # results.csv and metrics -> figures, tables, findings
     ('grid',),  # the paper's runs, checks, runner, workdir, results
+    ('analysis',),  # CKA, probes and scores of trained networks
     ('training',),  # train state, steps, loop, checkpoints, metrics
     ('data', 'models'),  # datasets, splits, pipelines | networks, surgery, solver
     ('config',),  # every field and its default
