@@ -13,6 +13,8 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections import namedtuple
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tfx_jax import files
 from tfx_jax.data.sources import fashion_mnist
+from tfx_jax.errors import UserError
 from tfx_jax.grid import lock, workdir
 from tfx_jax.training import tensorboard
 
@@ -280,6 +283,9 @@ def test_a_second_job_on_a_gcs_workdir_in_use_is_refused(gcs, tmp_path):
   assert not files.exists(lock_object)  # Let go when the job stops.
 
 
+shutil_usage = namedtuple('usage', 'total used free')
+
+
 def reads(gcs, since, containing):
   """GET requests (object reads and listings) from index `since` naming `containing`."""
   return [r for r in gcs.requests[since:] if r.startswith('GET ') and containing in r]
@@ -337,6 +343,12 @@ def test_jpeg_shards_on_gcs_are_copied_once_then_read_locally(gcs, prepared_imag
   assert '1 of ' in lines[0]
   assert os.path.getsize(shard) == os.path.getsize(
       jpeg_shards.shard_path(local_root, 'train', 0))
+
+  # Not enough room for the shards: refused before copying, naming the sizes.
+  with mock.patch.object(local_copy.shutil, 'disk_usage',
+                         return_value=shutil_usage(total=10**9, used=10**9 - 10, free=10)):
+    with pytest.raises(UserError, match='needs .* GB, but .* has 0.0 GB free'):
+      local_copy.cached(spec, data_dir, str(tmp_path / 'small_disk'), log=lines.append)
 
   # The job uses the copy: the grid's tasks read from it.
   config = runner.config_lib.base_config()

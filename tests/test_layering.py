@@ -87,8 +87,9 @@ def test_every_floor_names_a_room_that_exists():
 
 def test_the_rule_catches_what_it_forbids():
   assert violations('data/x.py', 'from tfx_jax.training import progress') == [
-      'tfx_jax/data/x.py:1 `from tfx_jax.training import progress`: data (floor 4) may not '
-      'import training (floor 3, above it in tfx_jax.LAYERS).']
+      'tfx_jax/data/x.py:1 `from tfx_jax.training import progress`: data (floor 5) may not '
+      'import training (floor 4, above it in tfx_jax.LAYERS).']
+  assert 'may not import grid' in violations('analysis/x.py', 'from tfx_jax.grid import runner')[0]
   assert 'siblings' in violations('models/x.py', 'def f():\n  from tfx_jax.data import splits')[0]
   assert 'never imports JAX' in violations('report/x.py', 'import jax.numpy as jnp')[0]
   assert 'on no floor' in violations('newroom/x.py', 'import os')[0]

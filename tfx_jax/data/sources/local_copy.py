@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 
@@ -121,6 +122,11 @@ def cached(spec: DatasetSpec, data_dir: str | None, cache_dir: str | None,
     todo = [n for n, size in shards.items()
             if not (os.path.isfile(os.path.join(root, n))
                     and (size is None or os.path.getsize(os.path.join(root, n)) == size))]
+    need, free = sum(shards[n] or 0 for n in todo), shutil.disk_usage(root).free
+    if need > free:
+      raise UserError(f'config.data_cache_dir: copying {remote} needs {need / 2**30:,.1f} GB, '
+                      f'but {root} has {free / 2**30:,.1f} GB free; give a directory on a '
+                      f'larger disk, or unset data_cache_dir to read the bucket.')
     log(f'Copying {remote} to {root}, once per host: {len(todo)} of {len(shards)} '
         f'shard files to go.')
     for i, name in enumerate(todo):
