@@ -1,6 +1,9 @@
 """config.precision: what each name computes, and that a workdir records and
 compares it."""
 
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,3 +101,16 @@ def test_a_workdir_refuses_another_precision(runlocal_grid):
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.precision=tf32')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'precision' in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_report_names_a_precision_other_than_float32(runlocal_grid, tmp_path):
+  from tfx_jax.report import writer  # pylint: disable=import-outside-toplevel
+  workdir, _ = runlocal_grid
+  for name in ('config.json', 'groups.json'):
+    shutil.copy(os.path.join(workdir, name), tmp_path)
+  text = open(os.path.join(workdir, 'results.csv')).read()
+  (tmp_path / 'results.csv').write_text(text.replace(',float32\n', ',bfloat16\n'))
+  writer.write_report(str(tmp_path))
+  findings = (tmp_path / 'report' / 'findings.md').read_text()
+  assert 'Computed in bfloat16 (config.precision)' in findings
+  assert 'config.precision' not in open(os.path.join(workdir, 'report', 'findings.md')).read()

@@ -78,6 +78,10 @@ def write_report(workdir: str) -> dict:
     notes.append(f'Not trained here: base{"s" if len(run_ids) > 1 else ""} '
                  f'{", ".join(run_ids)} came from the checkpoint {path} (sha256 '
                  f'{sha[:12]}).')
+  precisions = sorted({r.precision for r in every_size})
+  if precisions != ['float32']:
+    notes.append(f'Computed in {" and ".join(precisions)} (config.precision), not the '
+                 f'paper\'s float32.')
   groups = read_groups(workdir)
   curves, curve_notes = over_time.read_curves(workdir, runs)
   found = fnd.evaluate(runs, len(groups))
