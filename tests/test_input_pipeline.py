@@ -234,10 +234,13 @@ def test_too_little_shared_memory_for_the_workers_is_one_clear_error(monkeypatch
   with pytest.raises(UserError) as e:
     input_pipeline.check_shared_memory('imagenet2012', 31, 256, (227, 227, 3))
   message = str(e.value)
-  # 2 batches a worker of 256 x 227 x 227 x 3 bytes (75.5 MB): 64 MB fit none.
-  assert '64 MB free' in message and '31 data worker(s) need about 2,340 MB' in message
+  # 2 batches a worker of 256 x 227 x 227 x 3 bytes (75.5 MB), and 3 held by the
+  # training process (2 put ahead, 1 training: 113 MB): 64 MB fit none.
+  assert '64 MB free' in message and '31 data worker(s) and the 3 batches' in message
+  assert 'need about 2,453 MB' in message
   assert '--config.num_workers=0' in message and '--shm-size' in message
-  with pytest.raises(UserError, match='num_workers=27'):  # 2.36 MB a worker: 27 fit.
+  # 2.36 MB a worker, 3.5 MB held: 25 fit.
+  with pytest.raises(UserError, match='num_workers=25'):
     input_pipeline.check_shared_memory('imagenet2012', 31, 8, (227, 227, 3))
-  input_pipeline.check_shared_memory('imagenet2012', 4, 8, (227, 227, 3))  # 9.4 MB: fits.
+  input_pipeline.check_shared_memory('imagenet2012', 4, 8, (227, 227, 3))  # 12.9 MB: fits.
   input_pipeline.check_shared_memory('imagenet2012', 0, 256, (227, 227, 3))  # No workers.

@@ -200,23 +200,28 @@ SHARED_MEMORY = '/dev/shm'  # Where grain's workers build their batches (Linux).
 
 
 def check_shared_memory(name: str | DatasetSpec, num_workers: int, batch_size: int,
-                        image_shape: Sequence[int], path: str = SHARED_MEMORY) -> None:
+                        image_shape: Sequence[int], path: str = SHARED_MEMORY,
+                        ahead: int = 2) -> None:
   """Refuse, in one line, a job whose grain workers' batches cannot fit in the
   free shared memory: each worker holds its buffered batch and the one it
-  builds (grain's per_worker_buffer_size 1), `batch_size` uint8 images each. A
-  container's default /dev/shm is 64 MB, and a worker's ImageNet batch 40."""
+  builds (grain's per_worker_buffer_size 1), and the training process the
+  `ahead` batches put on the devices (config.device_prefetch) and the one it
+  trains on, `batch_size` uint8 images each. A container's default /dev/shm
+  is 64 MB, and a worker's ImageNet batch 40."""
   workers = host_workers(name, num_workers)
   if workers == 0 or not os.path.isdir(path):
     return
-  per_worker = 2 * batch_size * math.prod(image_shape)
+  batch = batch_size * math.prod(image_shape)
+  per_worker, held = 2 * batch, (ahead + 1) * batch
   free = shutil.disk_usage(path).free
-  if workers * per_worker <= free:
+  if workers * per_worker + held <= free:
     return
-  fits = free // per_worker
+  fits = max(0, (free - held) // per_worker)
   mb = lambda n: f'{n / 2**20:,.0f} MB'
   raise UserError(
-      f'{path} has {mb(free)} free, but {workers} data worker(s) need about '
-      f'{mb(workers * per_worker)} of shared memory for batches of {batch_size} images '
+      f'{path} has {mb(free)} free, but {workers} data worker(s) and the {ahead + 1} batches '
+      f'the training process holds need about {mb(workers * per_worker + held)} of shared '
+      f'memory for batches of {batch_size} images '
       f'of {"x".join(map(str, image_shape))}: set --config.num_workers={fits} (0: load in '
       f'the training process), or give the container more (docker run --shm-size=...).')
 

@@ -320,7 +320,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
                for t in tasks.resolve(split, config).values()}.values():
     reader.check_prepared(task.data, task.data_dir)
     input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
-                                       task.data.image_shape)
+                                       task.data.image_shape, ahead=config.device_prefetch)
   bases = pretrained.check(config, groups)
   pretrained.check_recorded(workdir, bases)
   if jax.process_index() == 0:
