@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 
 from tfx_jax.training import malloc
+
+import machine
 
 # (net, batch, H = W, channels, window): the input of each pool, stride 2.
 POOLS = (('caffenet pool1', 64, 55, 96, 3), ('caffenet pool2', 64, 27, 256, 3),
@@ -112,34 +113,6 @@ def _measure(steps: int, warmup: int) -> tuple[list[dict], str]:
   return rows, f'JAX {jax.__version__} ({jax.default_backend()}), {os.cpu_count()} threads'
 
 
-def _machine() -> str:
-  info = {}
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        info.setdefault(key.strip(), value.strip())
-  except OSError:
-    pass
-  model = info.get('model name', platform.processor())
-  if 'cpu family' in info:
-    model += f' (family {info["cpu family"]}, model {info.get("model", "?")})'
-  if 'avx512f' in info.get('flags', '').split():
-    model += ', AVX-512'
-  return f'{model}, {os.cpu_count()} cores'
-
-
-def _busy_cpu_seconds() -> float | None:
-  """CPU seconds all processes have used since boot (Linux /proc/stat)."""
-  try:
-    with open('/proc/stat') as f:
-      fields = [int(v) for v in f.readline().split()[1:]]
-  except (OSError, ValueError):
-    return None
-  idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
-  return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--json', help='Also write the results here.')
@@ -149,19 +122,19 @@ def main() -> None:
   malloc_tuned = malloc.tune()  # Before JAX starts its threads.
 
   load_before = os.getloadavg()
-  busy_before, start = _busy_cpu_seconds(), time.time()
+  busy_before, start = machine.busy_cpu_seconds(), time.time()
   rows, settings = _measure(args.steps, args.warmup)
   load_after = os.getloadavg()
   others = None  # Cores kept busy by other processes meanwhile.
   if busy_before is not None:
     own = resource.getrusage(resource.RUSAGE_SELF)
-    others = max(0.0, (_busy_cpu_seconds() - busy_before - own.ru_utime - own.ru_stime)
+    others = max(0.0, (machine.busy_cpu_seconds() - busy_before - own.ru_utime - own.ru_stime)
                  / (time.time() - start))
   settings += f', fp32, malloc {"tuned" if malloc_tuned else "default"}'
 
   print(settings)
   others_text = 'unknown' if others is None else f'{others:.2f} cores'
-  print(f'machine: {_machine()}; load average {load_before[0]:.2f} before, '
+  print(f'machine: {machine.describe()}; load average {load_before[0]:.2f} before, '
         f'{load_after[0]:.2f} after; other processes used {others_text}')
   if others is not None and others > 0.1:
     print('WARNING: other processes competed for the CPU; timings are unreliable.')
@@ -176,7 +149,7 @@ def main() -> None:
   if args.json:
     tmp = f'{args.json}.tmp'
     with open(tmp, 'w') as f:
-      json.dump({'machine': _machine(), 'settings': settings, 'rows': rows,
+      json.dump({'machine': machine.describe(), 'settings': settings, 'rows': rows,
                  'load_average': [round(load_before[0], 2), round(load_after[0], 2)],
                  'other_processes_cores': None if others is None else round(others, 3)},
                 f, indent=1)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 from tfx_jax.training import malloc
+
+import machine
 
 WORKERS = ('jax', 'jax_xla_default', 'torch')
 CONFIGS = {'full': 0, 'frozen1': 1, 'frozen3': 3, 'frozen5': 5, 'frozen7': 7}
@@ -156,34 +157,6 @@ def _time_configs(run, args) -> dict[str, list[float]]:
   return times
 
 
-def _machine() -> str:
-  info = {}
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        info.setdefault(key.strip(), value.strip())
-  except OSError:
-    pass
-  model = info.get('model name', platform.processor())
-  if 'cpu family' in info:
-    model += f' (family {info["cpu family"]}, model {info.get("model", "?")})'
-  if 'avx512f' in info.get('flags', '').split():
-    model += ', AVX-512'
-  return f'{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}'
-
-
-def _busy_cpu_seconds() -> float | None:
-  """CPU seconds all processes have used since boot (Linux /proc/stat)."""
-  try:
-    with open('/proc/stat') as f:
-      fields = [int(v) for v in f.readline().split()[1:]]
-  except (OSError, ValueError):
-    return None
-  idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
-  return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
-
-
 def _median(values):
   values = sorted(values)
   mid = len(values) // 2
@@ -223,7 +196,7 @@ def main() -> None:
     return
 
   load_before = os.getloadavg()
-  busy_before, start = _busy_cpu_seconds(), time.time()
+  busy_before, start = machine.busy_cpu_seconds(), time.time()
   results = {w: [] for w in WORKERS}
   for _ in range(args.rounds):
     for framework in results:
@@ -234,7 +207,7 @@ def main() -> None:
   others = None
   if busy_before is not None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    others = max(0.0, (_busy_cpu_seconds() - busy_before - children.ru_utime
+    others = max(0.0, (machine.busy_cpu_seconds() - busy_before - children.ru_utime
                        - children.ru_stime) / (time.time() - start))
 
   jax_res, torch_res = results['jax'], results['torch']
@@ -250,7 +223,7 @@ def main() -> None:
             f'PyTorch {torch_res[0]["version"]} ({torch_res[0]["threads"]} threads)')
   print(header)
   others_text = 'unknown' if others is None else f'{others:.2f} cores'
-  print(f'machine: {_machine()}; load average {load_before[0]:.2f} before, '
+  print(f'machine: {machine.describe()}; load average {load_before[0]:.2f} before, '
         f'{load_after[0]:.2f} after; other processes used {others_text}')
   if others is not None and others > 0.1:
     print('WARNING: other processes competed for the CPU; timings are unreliable.')
@@ -266,7 +239,7 @@ def main() -> None:
   if args.json:
     tmp = f'{args.json}.tmp'
     with open(tmp, 'w') as f:
-      json.dump({'machine': _machine(), 'rows': rows, 'settings': header,
+      json.dump({'machine': machine.describe(), 'rows': rows, 'settings': header,
                  'jax_compile_s': compile_s,
                  'load_average': [round(load_before[0], 2), round(load_after[0], 2)],
                  'other_processes_cores': None if others is None else round(others, 3)},
