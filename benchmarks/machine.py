@@ -3,6 +3,7 @@ other processes kept it (`python benchmarks/X.py` finds this module next to it).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
@@ -34,3 +35,24 @@ def busy_cpu_seconds() -> float | None:
     return None
   idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
   return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
+
+
+def print_load(load_before: float, load_after: float, others: float | None) -> None:
+  """The machine line, and a warning when other processes competed for the CPU."""
+  others_text = 'unknown' if others is None else f'{others:.2f} cores'
+  print(f'machine: {describe()}; load average {load_before:.2f} before, '
+        f'{load_after:.2f} after; other processes used {others_text}')
+  if others is not None and others > 0.1:
+    print('WARNING: other processes competed for the CPU; timings are unreliable.')
+
+
+def write_json(path: str, payload: dict, load_before: float, load_after: float,
+               others: float | None) -> None:
+  """`payload` with the machine and its load, written atomically to `path`."""
+  payload = {'machine': describe(), **payload,
+             'load_average': [round(load_before, 2), round(load_after, 2)],
+             'other_processes_cores': None if others is None else round(others, 3)}
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=1)
+  os.replace(tmp, path)

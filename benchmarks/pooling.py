@@ -15,7 +15,6 @@ against nn.max_pool in the same run (docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import time
@@ -133,11 +132,7 @@ def main() -> None:
   settings += f', fp32, malloc {"tuned" if malloc_tuned else "default"}'
 
   print(settings)
-  others_text = 'unknown' if others is None else f'{others:.2f} cores'
-  print(f'machine: {machine.describe()}; load average {load_before[0]:.2f} before, '
-        f'{load_after[0]:.2f} after; other processes used {others_text}')
-  if others is not None and others > 0.1:
-    print('WARNING: other processes competed for the CPU; timings are unreliable.')
+  machine.print_load(load_before[0], load_after[0], others)
   print('| pool | input | window | ' + ' | '.join(f'{v} ms' for v in VARIANTS) +
         ' | masks / nn.max_pool | 2x2 reshape / nn.max_pool |')
   print('|---' * (5 + len(VARIANTS)) + '|')
@@ -147,13 +142,8 @@ def main() -> None:
     ratios = [f'{r[f"{v} ms"] / base:.2f}' if f'{v} ms' in r else '-' for v in VARIANTS[1:]]
     print(f'| {r["pool"]} | {r["input"]} | {r["window"]} | ' + ' | '.join(cells + ratios) + ' |')
   if args.json:
-    tmp = f'{args.json}.tmp'
-    with open(tmp, 'w') as f:
-      json.dump({'machine': machine.describe(), 'settings': settings, 'rows': rows,
-                 'load_average': [round(load_before[0], 2), round(load_after[0], 2)],
-                 'other_processes_cores': None if others is None else round(others, 3)},
-                f, indent=1)
-    os.replace(tmp, args.json)
+    machine.write_json(args.json, {'settings': settings, 'rows': rows}, load_before[0],
+                       load_after[0], others)
 
 
 if __name__ == '__main__':

@@ -222,11 +222,7 @@ def main() -> None:
             f'({jax_res[0]["backend"]}, {jax_res[0]["threads"]} threads), '
             f'PyTorch {torch_res[0]["version"]} ({torch_res[0]["threads"]} threads)')
   print(header)
-  others_text = 'unknown' if others is None else f'{others:.2f} cores'
-  print(f'machine: {machine.describe()}; load average {load_before[0]:.2f} before, '
-        f'{load_after[0]:.2f} after; other processes used {others_text}')
-  if others is not None and others > 0.1:
-    print('WARNING: other processes competed for the CPU; timings are unreliable.')
+  machine.print_load(load_before[0], load_after[0], others)
   print('| config | JAX ms | PyTorch ms | JAX / PyTorch | JAX / JAX full | '
         'JAX, XLA default options ms | JAX compile s | PyTorch layout |')
   print('|---|---|---|---|---|---|---|---|')
@@ -237,14 +233,9 @@ def main() -> None:
           f'{row["jax_xla_default_ms"]:.1f} | {compile_s[c]:.2f} | '
           f'{torch_res[0]["formats"][c]} |')
   if args.json:
-    tmp = f'{args.json}.tmp'
-    with open(tmp, 'w') as f:
-      json.dump({'machine': machine.describe(), 'rows': rows, 'settings': header,
-                 'jax_compile_s': compile_s,
-                 'load_average': [round(load_before[0], 2), round(load_after[0], 2)],
-                 'other_processes_cores': None if others is None else round(others, 3)},
-                f, indent=1)
-    os.replace(tmp, args.json)
+    machine.write_json(args.json, {'rows': rows, 'settings': header,
+                                   'jax_compile_s': compile_s},
+                       load_before[0], load_after[0], others)
 
 
 if __name__ == '__main__':
