@@ -47,13 +47,13 @@ def test_eval_data_is_decoded_once_per_half_for_the_whole_grid(tmp_path, monkeyp
 
 
 def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():
-  assert [runner.shard_of(i, 2) for i in range(8)] == [0, 1, 1, 0, 0, 1, 1, 0]
-  assert [runner.shard_of(i, 3) for i in range(7)] == [0, 1, 2, 2, 1, 0, 0]
+  assert [experiments.shard_of(i, 2) for i in range(8)] == [0, 1, 1, 0, 0, 1, 1, 0]
+  assert [experiments.shard_of(i, 3) for i in range(7)] == [0, 1, 2, 2, 1, 0, 0]
   spec = importlib.util.spec_from_file_location('default', os.path.join(CONFIGS, 'default.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   specs = experiments.study(module.get_config(), 7)
-  shards = [runner.shard_of(i, 2) for i in range(len(specs))]
+  shards = [experiments.shard_of(i, 2) for i in range(len(specs))]
   # Training every layer costs up to twice a frozen run: each shard gets half
   # of them. A plain round robin gave shard 1 all 14 fine-tuned runs.
   trained = [shards[i] for i, s in enumerate(specs) if s.treatment.endswith('_ft')]
@@ -90,14 +90,14 @@ def test_costly_bases_go_to_different_sweep_shards():
   specs = experiments.grid('transfer', 'from:fashion_mnist', (0, 1, 2), (1,), targets=('B',),
                            sizes=(5, 20, 0))
   costs = [40 if s.treatment == 'base' and s.target == 'A' else 1 for s in specs]
-  shards = runner.assign(specs, costs, 2)
+  shards = experiments.assign(specs, costs, 2)
   source_bases = [shards[i] for i, s in enumerate(specs) if s.target == 'A']
   assert sorted(source_bases) == [0, 0, 1]  # Snake order gave shard 0 all three.
-  assert [runner.shard_of(i, 2) for i, s in enumerate(specs) if s.target == 'A'] == [0, 0, 0]
+  assert [experiments.shard_of(i, 2) for i, s in enumerate(specs) if s.target == 'A'] == [0, 0, 0]
   base_load = [sum(c for c, k, s in zip(costs, shards, specs)
                    if k == shard and s.treatment == 'base') for shard in (0, 1)]
   # Greedy by cost: two source bases on shard 0; one and all 9 target bases on 1.
   assert base_load == [80, 49]
   # The other runs keep the snake order.
-  assert all(k == runner.shard_of(i, 2) for i, (s, k) in enumerate(zip(specs, shards))
+  assert all(k == experiments.shard_of(i, 2) for i, (s, k) in enumerate(zip(specs, shards))
              if s.treatment != 'base')

@@ -223,3 +223,24 @@ def study(config, num_groups: int = 7) -> list[RunSpec]:
         specs.append(spec)
   return ([s for s in specs if s.treatment == 'base']
           + [s for s in specs if s.treatment != 'base'])
+
+
+def assign(specs: list[RunSpec], costs: list[int], num_shards: int) -> list[int]:
+  """The sweep shard of each run: the bases, costliest first, each to the
+  shard with the least base work so far (a source base may cost 20 of the
+  target's), then the other runs by `shard_of` their index."""
+  shards = [shard_of(i, num_shards) for i in range(len(specs))]
+  load = [0] * num_shards
+  bases = [i for i, spec in enumerate(specs) if spec.treatment == 'base']
+  for i in sorted(bases, key=lambda i: -costs[i]):
+    shards[i] = min(range(num_shards), key=lambda k: load[k])
+    load[shards[i]] += costs[i]
+  return shards
+
+
+def shard_of(index: int, num_shards: int) -> int:
+  """The sweep shard of the grid's index-th run: 0, 1, .., n-1, n-1, .., 0, 0, 1, ..
+  Runs come in pairs (frozen, fine-tuned) of unequal cost, which a plain
+  round robin over 2 shards would give all to one shard each."""
+  k = index % (2 * num_shards)
+  return k if k < num_shards else 2 * num_shards - 1 - k

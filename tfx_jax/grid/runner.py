@@ -65,10 +65,10 @@ class Grid:
     return task if local == task.data_dir else dataclasses.replace(task, data_dir=local)
 
   def shards(self) -> list[int]:
-    """The sweep shard of each of self.specs (`assign`)."""
+    """The sweep shard of each of self.specs (`experiments.assign`)."""
     costs = [self.run_config(s).total_steps * self.run_config(s).batch_size
              for s in self.specs]
-    return assign(self.specs, costs, self.config.sweep.num_shards)
+    return experiments.assign(self.specs, costs, self.config.sweep.num_shards)
 
   def run_config(self, spec: experiments.RunSpec) -> ml_collections.ConfigDict:
     """The config `spec` trains with: the grid's, with `source_solver`'s fields
@@ -331,32 +331,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
   return groups
 
 
-def assign(specs: list[experiments.RunSpec], costs: list[int], num_shards: int) -> list[int]:
-  """The sweep shard of each run: the bases, costliest first, each to the
-  shard with the least base work so far (a source base may cost 20 of the
-  target's), then the other runs by `shard_of` their index."""
-  shards = [shard_of(i, num_shards) for i in range(len(specs))]
-  load = [0] * num_shards
-  bases = [i for i, spec in enumerate(specs) if spec.treatment == 'base']
-  for i in sorted(bases, key=lambda i: -costs[i]):
-    shards[i] = min(range(num_shards), key=lambda k: load[k])
-    load[shards[i]] += costs[i]
-  return shards
-
-
 def _source_solver_note(grid: Grid) -> str:
   source = next((grid.run_config(s) for s in grid.specs
                  if grid.run_config(s) is not grid.config), None)
   return (f' (runs on the source: batch {source.batch_size}, {source.total_steps} steps)'
           if source else '')
-
-
-def shard_of(index: int, num_shards: int) -> int:
-  """The sweep shard of the grid's index-th run: 0, 1, .., n-1, n-1, .., 0, 0, 1, ..
-  Runs come in pairs (frozen, fine-tuned) of unequal cost, which a plain
-  round robin over 2 shards would give all to one shard each."""
-  k = index % (2 * num_shards)
-  return k if k < num_shards else 2 * num_shards - 1 - k
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
