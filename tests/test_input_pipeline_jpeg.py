@@ -133,7 +133,7 @@ def test_device_normalisation_equals_the_old_host_normalisation(dataset, prepare
                                              process_index=0, process_count=1))
   images = batch['image']
   assert images.dtype == np.uint8
-  # What _LoadBatch computed on the host before this change.
+  # What LoadBatch computed on the host before this change.
   old = (images.astype(np.float32) - np.asarray(spec.mean, np.float32)) * (
       1.0 / np.asarray(spec.std, np.float32))
   mesh = steps.make_mesh()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
 
-from tfx_jax.analysis import measures
+from tfx_jax.analysis import measures, transfer
 
 RNG = np.random.default_rng(0)
 
@@ -274,3 +274,18 @@ def test_rank_agreement_by_hand_with_ties():
   assert measures.spearman([1, 2, 2, 3], [10, 20, 30, 40]) == pytest.approx(math.sqrt(0.9))
   assert measures.kendall_tau([1, 2, 2, 3], [10, 20, 30, 40]) == pytest.approx(5 / math.sqrt(30))
   assert measures.spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1)
+
+
+def test_layer_predictors_pad_every_layer_to_one_width_without_changing_them():
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 3, 120)
+  train = {'narrow': np.maximum(rng.normal(size=(120, 6)) + labels[:, None], 0),
+           'wide': rng.normal(size=(120, 40)) + labels[:, None] * 0.3}
+  train = {k: v.astype(np.float32) for k, v in train.items()}
+  out = transfer.predictors(train, labels, train, labels, 3, ('narrow', 'wide'), 200)
+  for group, x in train.items():
+    assert out[group]['logme'] == pytest.approx(float(measures.logme(x, labels, 3)), rel=1e-5)
+    assert out[group]['h_score'] == pytest.approx(float(measures.h_score(x, labels, 3)),
+                                                  rel=1e-4)
+    probe = measures.linear_probe(x, labels, x, labels, 3, steps=200)
+    assert out[group]['probe_train_top1'] == pytest.approx(probe['train_top1'], abs=1 / 120)

@@ -49,7 +49,9 @@ SOLVER_FIELDS = {'batch_size': int, 'lr': float, 'schedule': str, 'lr_step': int
 RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
                 checkpoint_every=8, eval_examples=256, eval_batch_size=256,
                 log_every=8,
-                targets=('B',))
+                targets=('B',),
+                analysis={'train_examples': 500, 'eval_examples': 256, 'probe_steps': 100,
+                          'batch_size': 128})
 
 # The fields that do not change what a run computes: those that select runs
 # (`experiment` and `split` are in every run id, so one workdir holds the runs
@@ -59,7 +61,8 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
                 'sweep')
 LOGISTICS = ('data_dir', 'source_data_dir', 'data_cache_dir', 'num_workers', 'device_prefetch',
-             'eval_batch_size', 'checkpoint_every', 'keep_checkpoints', 'log_every', 'report')
+             'eval_batch_size', 'checkpoint_every', 'keep_checkpoints', 'log_every', 'report',
+             'analysis')
 
 
 # Fields added after workdirs existed, each with the value that computes what
@@ -163,6 +166,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.log_every = 100
   c.report = True  # Write WORKDIR/report/ at the end of the main job.
+  # What is transferred (docs/report.md#what-is-transferred): at the end of the
+  # main job (with the report), from the checkpoints; forward passes only.
+  # Probe sets of target B drawn with each seed, class-balanced; CKA minibatches
+  # and forward batches of batch_size; the linear probe's L-BFGS steps.
+  c.analysis = ml_collections.ConfigDict({'run': True, 'train_examples': 2000,
+                                          'eval_examples': 1000, 'probe_steps': 300,
+                                          'batch_size': 250})
 
   # Sweep sharding: run part `shard` of `num_shards` of the grid (machines
   # sharing one workdir); a transfer waits for a base that another shard trains.

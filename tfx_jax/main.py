@@ -10,7 +10,7 @@ from ml_collections import config_flags
 
 from tfx_jax import errors
 from tfx_jax.grid import local_shards, runner
-from tfx_jax.report import writer
+from tfx_jax.report import analysis, writer
 from tfx_jax.training import malloc, preemption
 
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally file.py:key=value,flag',
@@ -63,6 +63,21 @@ def main(argv):
   if complete and config.report and jax.process_index() == 0:
     writer.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
+    if config.analysis.run:
+      _analyse(workdir, config)
+
+
+def _analyse(workdir: str, config) -> None:
+  """What is transferred, from the grid's checkpoints; a grid it cannot
+  analyse (no transfer experiment) says why and still succeeds."""
+  if jax.process_count() > 1:  # Its forward passes run on one process.
+    print(f'Analysis: run python -m tfx_jax.report --analyse --workdir={workdir} (one '
+          f'process) for what is transferred.', flush=True)
+    return
+  try:
+    print(f'Analysis: {analysis.run(workdir, config)}', flush=True)
+  except errors.UserError as e:
+    print(f'No analysis: {e}', flush=True)
 
 
 def run():

@@ -145,7 +145,7 @@ class _EvalPlan:
 # ---------------------------------------------------------------- batches
 
 
-class _LoadBatch:
+class LoadBatch:
   """Plan -> {'image': uint8 [n, H, W, C], 'label': int32 [n]}: crop and flip as uint8."""
 
   def __init__(self, source, spec: DatasetSpec, shared_memory: bool = False):
@@ -295,7 +295,7 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
       self._it = None
 
 
-def _open(name: str | DatasetSpec, split: str, classes: Sequence[int], batch_size: int,
+def open_subset(name: str | DatasetSpec, split: str, classes: Sequence[int], batch_size: int,
           data_dir: str | None, process_index: int | None, process_count: int | None,
           cache_dir: str | None):
   """What both pipelines start from: the spec, this process (p, n), the 'train'
@@ -329,7 +329,7 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
   first in `subset_seed`'s order: `subsets.per_class`). With fewer examples
   than a global batch, batches run on over epoch boundaries (`_TrainPlan._stream`).
   """
-  spec, p, n, source, positions, labels = _open(
+  spec, p, n, source, positions, labels = open_subset(
       name, 'train', classes, batch_size, data_dir, process_index, process_count, cache_dir)
   if examples_per_class:
     keep = subsets.per_class(labels, examples_per_class, subset_seed)
@@ -340,7 +340,7 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
                     process_index=p, process_count=n, spec=spec,
                     augment=spec.augment if augment is None else augment)
   workers = host_workers(spec, num_workers)
-  batches = grain.MapDataset.source(plan).map(_LoadBatch(source, spec, workers > 0))
+  batches = grain.MapDataset.source(plan).map(LoadBatch(source, spec, workers > 0))
   return TrainIterator(batches, read_options or default_read_options(), workers)
 
 
@@ -360,7 +360,7 @@ class EvalData:
                data_dir: str | None = None, max_examples: int | None = None,
                process_index: int | None = None, process_count: int | None = None,
                num_workers: int = 0, cache_dir: str | None = None):
-    spec, p, n, source, positions, labels = _open(
+    spec, p, n, source, positions, labels = open_subset(
         name, 'eval', classes, batch_size, data_dir, process_index, process_count,
         cache_dir)
     if max_examples is not None:
@@ -368,7 +368,7 @@ class EvalData:
     self.num_examples = len(positions)
     self._plan = _EvalPlan(positions, labels, batch_size=batch_size, process_index=p,
                            process_count=n)
-    self._load = _LoadBatch(source, spec)
+    self._load = LoadBatch(source, spec)
     self.num_threads = host_workers(spec, num_workers, threads=True)
 
   def __len__(self) -> int:

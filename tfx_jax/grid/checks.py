@@ -19,7 +19,8 @@ from tfx_jax.training import precision
 # Fields that count something: at least 1 (keep_checkpoints too: the final
 # checkpoint is what transplants read), or at least 0.
 AT_LEAST_1 = ('batch_size', 'eval_batch_size', 'total_steps', 'lr_step', 'eval_every',
-              'log_every', 'checkpoint_every', 'keep_checkpoints', 'sweep.num_shards')
+              'log_every', 'checkpoint_every', 'keep_checkpoints', 'sweep.num_shards',
+              'analysis.train_examples', 'analysis.probe_steps')
 AT_LEAST_0 = ('eval_examples', 'warmup_steps')
 
 
@@ -47,7 +48,10 @@ def fields(c: ml_collections.ConfigDict) -> None:
       ('num_workers', c.num_workers >= -1, '-1 (auto), 0 or more', -1),
       ('device_prefetch', c.device_prefetch >= 0, '0 or more', 2),
       ('sweep.wait_minutes', c.sweep.wait_minutes > 0, 'a positive number', 60),
-      ('sweep.poll_seconds', c.sweep.poll_seconds > 0, 'a positive number', 30)):
+      ('sweep.poll_seconds', c.sweep.poll_seconds > 0, 'a positive number', 30),
+      # CKA's unbiased HSIC needs minibatches of 4 or more.
+      ('analysis.batch_size', c.analysis.batch_size >= 4, '4 or more', 250),
+      ('analysis.eval_examples', c.analysis.eval_examples >= 4, '4 or more', 1000)):
     if not ok:
       raise UserError(f'config.{name} must be {rule}, got {_field(c, name)}; e.g. '
                       f'--config.{name}={example}.')

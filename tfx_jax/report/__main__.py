@@ -1,4 +1,6 @@
-"""`python -m tfx_jax.report --workdir=W`: the report of W's results.csv."""
+"""`python -m tfx_jax.report --workdir=W [--analyse]`: the report of W's
+results.csv; with --analyse, also what is transferred, from W's checkpoints
+(report/analysis.md)."""
 
 import os
 from collections.abc import Sequence
@@ -6,10 +8,12 @@ from collections.abc import Sequence
 from absl import flags
 
 from tfx_jax import errors
-from tfx_jax.report import writer
+from tfx_jax.report import analysis, writer
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory holding results.csv.',
                                required=True)
+_ANALYSE = flags.DEFINE_bool('analyse', False, 'Also analyse what is transferred (CKA, '
+                             'probes, scores against the grid) from the checkpoints.')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -19,6 +23,8 @@ def main(argv: Sequence[str]) -> None:
   words = {True: 'holds', False: 'does not hold', None: 'not testable'}
   verdicts = ', '.join(f'{f["id"]} {words[f["holds"]]}' for f in result['findings'])
   print(f'Report in {os.path.join(_WORKDIR.value, writer.REPORT_DIR)}: findings {verdicts}.')
+  if _ANALYSE.value:
+    print(f'Analysis: {analysis.run(_WORKDIR.value)}')
 
 
 if __name__ == '__main__':

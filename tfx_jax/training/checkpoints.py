@@ -82,6 +82,18 @@ def has_step(directory: str, step: int) -> bool:
     return step in manager.all_steps()
 
 
+def final_step(directory: str) -> int | None:
+  """The newest finalised checkpoint's step in `directory` (a finished run's
+  final one), or None when it holds none."""
+  if not files.exists(directory):
+    return None
+  if files.is_local(directory):
+    directory = os.path.abspath(directory)
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, read_only=True)) as manager:
+    return manager.latest_step()
+
+
 def load_variables(directory: str, step: int, like: Any) -> dict:
   """The Flax variables of checkpoint `step` in `directory`, placed like `like`
   ({'params': ..., and any other collection of the model}).

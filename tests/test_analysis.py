@@ -1,0 +1,125 @@
+"""What is transferred, at the end of the runlocal grid (report/analysis.json),
+and again with `python -m tfx_jax.report --analyse` on copies of its workdir:
+with its checkpoints (the same numbers), and without (refused, the analysis
+kept)."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tfx_jax.grid import analyse
+
+from conftest import ROOT
+
+PREDICTORS = ('probe_top1', 'logme', 'h_score', 'h_score_shrunk', 'cka_ab', 'reinit_top1',
+              'rerandom_top1')
+GROUPS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
+
+
+def _report(*args):
+  return subprocess.run([sys.executable, '-m', 'tfx_jax.report', *args], cwd=ROOT,
+                        capture_output=True, text=True)
+
+
+@pytest.fixture(scope='module')
+def analysis(runlocal_grid):
+  workdir, _ = runlocal_grid
+  with open(os.path.join(workdir, 'report', 'analysis.json')) as f:
+    return workdir, json.load(f)
+
+
+def test_the_runlocal_grid_writes_every_predictor_for_every_n(analysis):
+  workdir, a = analysis
+  assert a['groups'] == list(GROUPS) and set(a['predictors']) == set(PREDICTORS)
+  split = a['splits']['m_n']
+  seed = split['seeds']['0']
+  assert split['ns'] == [1, 2, 3, 4, 5, 6, 7]
+  # Probe sets: runlocal's 500 train and 256 eval images over half B's 4 classes.
+  assert seed['probe_examples'] == {'train': 500, 'eval': 256}
+  for group in GROUPS:
+    layer = seed['layers'][group]
+    assert set(PREDICTORS) <= set(layer)
+    assert all(math.isfinite(layer[p]) for p in PREDICTORS), (group, layer)
+    for name in ('probe_top1', 'probe_train_top1', 'reinit_top1', 'rerandom_top1'):
+      assert 0 <= layer[name] <= 1
+    assert 0 <= layer['h_score'] <= 3 + 1e-4  # At most C - 1 = 3.
+  # The probe of the first layers' features beats chance (1/4) on the train set.
+  assert seed['layers']['conv1']['probe_train_top1'] > 0.5
+  cka_ab = np.asarray(seed['cka_ab'])
+  assert cka_ab.shape == (7, 7)
+  assert [seed['layers'][g]['cka_ab'] for g in GROUPS] == list(np.diag(cka_ab))
+  # Every fine-tuned run of the grid compared with baseB, layer by layer.
+  for treatment in ('selffer_ft', 'transfer_ft'):
+    assert sorted(seed['cka_b_vs'][treatment], key=int) == [str(n) for n in range(1, 8)]
+  # BnB+ at n = 7 starts as baseB: after 24 steps conv1 is still nearly baseB's.
+  assert seed['cka_b_vs']['selffer_ft']['7'][0] > 0.9
+  for target in ('A', 'B'):
+    assert len(seed['cka_init_trained'][target]) == 7
+
+
+def test_the_measured_transfer_is_results_csvs_and_ranks_match_scipys(analysis):
+  workdir, a = analysis
+  split = a['splits']['m_n']
+  with open(os.path.join(workdir, 'results.csv')) as f:
+    rows = {r['run_id']: float(r['best10_top1']) for r in csv.DictReader(f)}
+  for treatment, suffix in (('transfer', ''), ('transfer_ft', '+')):
+    expected = [rows[f'm_n-A{n}B{suffix}-s0'] for n in range(1, 8)]
+    assert split['measured'][treatment]['0'] == expected
+    for name in PREDICTORS:
+      agreement = split['agreement'][name][treatment]
+      values = [split['seeds']['0']['layers'][g][name] for g in GROUPS]
+      rho = stats.spearmanr(values, expected).statistic
+      assert agreement['spearman']['per_seed']['0'] == pytest.approx(rho)
+      assert agreement['chosen_n'] == 1 + max(range(7), key=lambda i: (values[i], i))
+      assert agreement['best_n'] == 1 + max(range(7), key=lambda i: (expected[i], i))
+      assert agreement['verdict'] in ('agrees', 'disagrees', 'inverted')
+  text = open(os.path.join(workdir, 'report', 'analysis.md')).read()
+  assert all(f'| {name} |' in text for name in PREDICTORS)
+  for kind in ('cka', 'predictors'):
+    with open(os.path.join(workdir, 'report', f'analysis_m_n_{kind}.png'), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert a['cost']['analysis_s'] > 0 and a['cost']['training_s'] > 0
+
+
+def test_report_analyse_recomputes_it_and_a_copy_without_checkpoints_keeps_it(
+    analysis, tmp_path):
+  workdir, a = analysis
+  copy = tmp_path / 'copy'
+  shutil.copytree(workdir, copy)
+  os.remove(copy / 'report' / 'analysis.json')
+  result = _report(f'--workdir={copy}', '--analyse')
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(copy / 'report' / 'analysis.json') as f:
+    again = json.load(f)
+  # Forward passes and fits on the same checkpoints and probe sets: the same numbers.
+  assert again['splits']['m_n']['seeds'] == a['splits']['m_n']['seeds']
+  assert again['splits']['m_n']['agreement'] == a['splits']['m_n']['agreement']
+
+  # Without checkpoints (as docs/fashion_mnist): the report is rewritten, the
+  # analysis refused in one line, and the one there is kept.
+  for run in os.listdir(copy / 'runs'):
+    shutil.rmtree(copy / 'runs' / run / 'checkpoints')
+  before = (copy / 'report' / 'analysis.json').read_bytes()
+  result = _report(f'--workdir={copy}', '--analyse')
+  assert result.returncode == 2
+  assert 'm_n-baseA-s0' in result.stderr and 'no final checkpoint' in result.stderr
+  assert (copy / 'report' / 'analysis.json').read_bytes() == before
+  assert _report(f'--workdir={copy}').returncode == 0
+  assert (copy / 'report' / 'analysis.json').read_bytes() == before
+
+
+def test_a_workdirs_config_is_read_with_todays_defaults(tmp_path):
+  (tmp_path / 'config.json').write_text(json.dumps({'model': 'small', 'seeds': [0, 2],
+                                                    'sweep': {'num_shards': 3}}))
+  config = analyse.config_of(str(tmp_path))
+  assert config.model == 'small' and list(config.seeds) == [0, 2]
+  assert config.sweep.num_shards == 3 and config.sweep.shard == 0
+  assert config.analysis.train_examples == 2000 and config.precision == 'float32'
