@@ -84,32 +84,32 @@ class _Networks:
     self.pretrained = pretrained
     b = self.tasks['B'].data
     preprocess = steps.normalizer(b.mean, b.std)  # What every run on B is fed.
-    self.models, self.forward, self._initial, self._like = {}, {}, {}, {}
-    for target in ('A', 'B'):
-      classes = len(self.tasks[target].classes)
-      if classes not in self.forward:  # One of each for halves of one size.
-        model = registry.create(config.model, classes, config.axis_name)
-        self.forward[classes] = forward.Forward(model, groups, preprocess,
-                                                config.analysis.batch_size, config.precision)
-      self.models[target] = registry.create(config.model, classes, config.axis_name)
+    self.models = {t: registry.create(config.model, len(self.tasks[t].classes),
+                                      config.axis_name) for t in ('A', 'B')}
+    self.forward, self.initials, self._like = {}, {}, {}
+    for target, model in self.models.items():  # One of each for halves of one size.
+      self.forward.setdefault(len(self.tasks[target].classes), forward.Forward(
+          model, groups, preprocess, config.analysis.batch_size, config.precision))
 
   def forward_of(self, target: str) -> forward.Forward:
     return self.forward[len(self.tasks[target].classes)]
 
   def initial(self, spec: RunSpec, fold: int = 0) -> dict:
-    """The run's initial variables (its init seed), or with fold > 0 another draw."""
-    if (spec, fold) not in self._initial:
+    """The run's initial variables (its init seed), or with fold > 0 another
+    draw; kept in `initials` until the caller clears it."""
+    if (spec, fold) not in self.initials:
       key = jax.random.PRNGKey(spec.init_seed)
-      self._initial[spec, fold] = registry.init_variables(
+      self.initials[spec, fold] = registry.init_variables(
           self.models[spec.target], jax.random.fold_in(key, fold) if fold else key,
           self.image_shape)
-    return self._initial[spec, fold]
+    return self.initials[spec, fold]
 
   def trained(self, spec: RunSpec) -> dict | None:
-    """The run's final variables; None when it is unfinished or has no checkpoint."""
+    """The run's final variables; None when it is unfinished or has no final
+    checkpoint (a resumed copy's newest may be part-way)."""
     directory = self.workdir.checkpoint_dir(spec.run_id)
-    step = checkpoints.final_step(directory)
-    if step is None or self.workdir.read_result(spec.run_id) is None:
+    step, result = checkpoints.final_step(directory), self.workdir.read_result(spec.run_id)
+    if step is None or result is None or (result.steps and step != result.steps):
       return None
     if spec.target not in self._like:
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -123,6 +123,7 @@ class _Networks:
 def _seed(net: _Networks, seed: int, ns: list[int], notes: list[str]) -> dict | None:
   """The analysis of one seed of one split, or None (a note) without its bases."""
   c, groups, split = net.config.analysis, net.groups, net.split
+  net.initials.clear()  # A seed's own: CaffeNet's are 240 MB each.
   base_a, base_b = (RunSpec(split, 'base', t, t, 0, seed) for t in ('A', 'B'))
   trained = {'A': net.trained(base_a), 'B': net.trained(base_b)}
   missing = [s.run_id for s, v in zip((base_a, base_b), trained.values()) if v is None]

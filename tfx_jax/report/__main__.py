@@ -19,12 +19,14 @@ _ANALYSE = flags.DEFINE_bool('analyse', False, 'Also analyse what is transferred
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise errors.UserError(f'Unexpected arguments {list(argv[1:])}; give --workdir=W.')
+  # Analysed first: a workdir it refuses (no checkpoints) is left as it was.
+  computed = analysis.compute(_WORKDIR.value) if _ANALYSE.value else None
   result = writer.write_report(_WORKDIR.value)
   words = {True: 'holds', False: 'does not hold', None: 'not testable'}
   verdicts = ', '.join(f'{f["id"]} {words[f["holds"]]}' for f in result['findings'])
   print(f'Report in {os.path.join(_WORKDIR.value, writer.REPORT_DIR)}: findings {verdicts}.')
   if _ANALYSE.value:
-    print(f'Analysis: {analysis.run(_WORKDIR.value)}')
+    print(f'Analysis: {analysis.run(_WORKDIR.value, computed=computed)}')
 
 
 if __name__ == '__main__':

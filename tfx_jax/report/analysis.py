@@ -236,10 +236,17 @@ def write(workdir: str, analysis: dict, dataset: str | None) -> str:
   return out
 
 
-def run(workdir: str, config=None) -> str:
-  """Analyses `workdir` from its checkpoints (grid/analyse.py, which imports JAX:
-  only here) and writes the result; returns report/analysis.md's path."""
+def compute(workdir: str, config=None) -> dict:
+  """The analysis of `workdir` from its checkpoints (grid/analyse.py, which
+  imports JAX: only here); raises UserError, having written nothing, when
+  there is nothing to analyse."""
   from tfx_jax.grid import analyse  # pylint: disable=import-outside-toplevel
+  return analyse.analyse(workdir, config)
+
+
+def run(workdir: str, config=None, computed: dict | None = None) -> str:
+  """Analyses `workdir` (or takes `computed`) and writes the result; returns
+  report/analysis.md's path."""
   from tfx_jax.report import writer  # pylint: disable=import-outside-toplevel
-  result = analyse.analyse(workdir, config)
+  result = computed if computed is not None else compute(workdir, config)
   return os.path.join(write(workdir, result, writer.read_dataset(workdir)[0]), MARKDOWN)
