@@ -141,7 +141,10 @@ def markdown(analysis: dict, dataset: str | None) -> str:
       matrix = _matrix_mean(split, 'cka_b_vs', t)
       if matrix is None:
         continue
-      lines += [f'### CKA of baseB and {LABELS[t]} at n, layer by layer (means over seeds)',
+      having = [s for s, v in split['seeds'].items() if v['cka_b_vs'][t]]
+      lines += [f'### CKA of baseB and {LABELS[t]} at n, layer by layer (seed'
+                f'{"s" if len(having) > 1 else ""} {", ".join(having)}'
+                f'{", means" if len(having) > 1 else ""})',
                 '', '| n | ' + ' | '.join(groups) + ' |', '|' + '---|' * (len(groups) + 1)]
       for n, row in zip(split['ns'], matrix):
         lines.append(f'| {n} | ' + ' | '.join(_num(v if np.isfinite(v) else None)

@@ -71,27 +71,26 @@ class RunCheckpoints:
     self._manager.close()
 
 
-def has_step(directory: str, step: int) -> bool:
-  """Whether `directory` holds a finalised checkpoint of `step`."""
+def finalised_steps(directory: str) -> list[int]:
+  """The steps of the finalised checkpoints in `directory` ([] when none)."""
   if not files.exists(directory):
-    return False
+    return []
   if files.is_local(directory):
     directory = os.path.abspath(directory)
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       create=False, read_only=True)) as manager:
-    return step in manager.all_steps()
+    return list(manager.all_steps())
+
+
+def has_step(directory: str, step: int) -> bool:
+  """Whether `directory` holds a finalised checkpoint of `step`."""
+  return step in finalised_steps(directory)
 
 
 def final_step(directory: str) -> int | None:
   """The newest finalised checkpoint's step in `directory` (a finished run's
   final one), or None when it holds none."""
-  if not files.exists(directory):
-    return None
-  if files.is_local(directory):
-    directory = os.path.abspath(directory)
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      create=False, read_only=True)) as manager:
-    return manager.latest_step()
+  return max(finalised_steps(directory), default=None)
 
 
 def load_variables(directory: str, step: int, like: Any) -> dict:
