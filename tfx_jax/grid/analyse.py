@@ -199,7 +199,8 @@ def analyse(workdir: str, config: ml_collections.ConfigDict | None = None,
   groups, wd = groups_of(workdir), Workdir(workdir)
   runs, _ = results.read_csv(os.path.join(workdir, 'results.csv'))
   pretrained = set(results.read_pretrained(workdir))
-  L = len(groups)
+  # The grid's n (config.layers; all of them when empty).
+  ns = sorted(set(config.layers)) or list(range(1, len(groups) + 1))
   out = {'settings': {k: config.analysis[k] for k in ('train_examples', 'eval_examples',
                                                       'probe_steps', 'batch_size')},
          'groups': list(groups), 'predictors': PREDICTORS, 'splits': {}, 'notes': []}
@@ -211,10 +212,9 @@ def analyse(workdir: str, config: ml_collections.ConfigDict | None = None,
     for t in MEASURED:
       for seed in sorted({r.seed for r in mine}):
         by_n = {r.n: r.best10_top1 for r in mine if r.treatment == t and r.seed == seed}
-        if all(n in by_n for n in range(1, L + 1)):
-          measured[t][seed] = [by_n[n] for n in range(1, L + 1)]
+        if all(n in by_n for n in ns):
+          measured[t][seed] = [by_n[n] for n in ns]
     net, seeds = _Networks(config, wd, split, groups, pretrained), {}
-    ns = list(range(1, L + 1))
     for seed in config.seeds:
       log(f'Analysis: {split}, seed {seed}...')
       if (found := _seed(net, seed, ns, out['notes'])) is not None:

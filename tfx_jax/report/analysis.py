@@ -123,8 +123,8 @@ def markdown(analysis: dict, dataset: str | None) -> str:
       continue
     lines += ['### Against the grid', '', *_agreement_table(split, predictors)]
     means = _layer_means(split, groups)
-    measured = {t: [_mean(v[i] for v in split['measured'][t].values())
-                    for i in range(len(groups))] for t in split['measured']}
+    measured = {t: {n: _mean(v[i] for v in split['measured'][t].values())
+                    for i, n in enumerate(split['ns'])} for t in split['measured']}
     init = {t: _mean_list([s['cka_init_trained'].get(t) for s in split['seeds'].values()])
             for t in ('A', 'B')}
     head = ['n', 'group', *predictors, 'CKA init/trained A', 'B',
@@ -134,7 +134,7 @@ def markdown(analysis: dict, dataset: str | None) -> str:
     for i, g in enumerate(groups):
       row = [str(i + 1), g, *(_num(means[g][p]) for p in predictors),
              *(_num(init[t][i]) if init[t] else '-' for t in ('A', 'B')),
-             *(_num(measured[t][i]) for t in measured)]
+             *(_num(measured[t].get(i + 1)) for t in measured)]
       lines.append('| ' + ' | '.join(row) + ' |')
     lines.append('')
     for t in ('selffer_ft', 'transfer_ft'):
@@ -207,12 +207,13 @@ def predictors_figure(split: dict, groups, predictors: dict, title: str) -> Figu
     else:
       values = np.asarray([[s['layers'][g][name] for g in groups] for s in seeds], float)
       sd = np.nanstd(values, 0, ddof=1) if len(values) > 1 else 0
-      ax.errorbar(ns, np.nanmean(values, 0), yerr=sd, color='black', marker='o', capsize=3)
+      ax.errorbar(range(1, len(groups) + 1), np.nanmean(values, 0), yerr=sd, color='black',
+                  marker='o', capsize=3)
       rho = [f'{LABELS[t]} {a["spearman"]["mean"]:+.2f}'
              for t, a in split['agreement'].get(name, {}).items()
              if a['spearman']['mean'] is not None]
       ax.set_title(name + (f'\nrho: {", ".join(rho)}' if rho else ''), fontsize=9)
-    ax.set_xticks(ns)
+    ax.set_xticks(range(1, len(groups) + 1))
     ax.grid(alpha=0.3)
     ax.set_xlabel('n')
   for ax in axes[len(names):]:
