@@ -64,20 +64,7 @@ def main(argv):
     writer.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
     if config.analysis.run:
-      _analyse(workdir, config)
-
-
-def _analyse(workdir: str, config) -> None:
-  """What is transferred, from the grid's checkpoints; a grid it cannot
-  analyse (no transfer experiment) says why and still succeeds."""
-  if jax.process_count() > 1:  # Its forward passes run on one process.
-    print(f'Analysis: run python -m tfx_jax.report --analyse --workdir={workdir} (one '
-          f'process) for what is transferred.', flush=True)
-    return
-  try:
-    print(f'Analysis: {analysis.run(workdir, config)}', flush=True)
-  except errors.UserError as e:
-    print(f'No analysis: {e}', flush=True)
+      print(analysis.at_end(workdir, config, jax.process_count()), flush=True)
 
 
 def run():

@@ -88,8 +88,9 @@ class _Networks:
                                       config.axis_name) for t in ('A', 'B')}
     self.forward, self.initials, self._like = {}, {}, {}
     for target, model in self.models.items():  # One of each for halves of one size.
-      self.forward.setdefault(len(self.tasks[target].classes), forward.Forward(
-          model, groups, preprocess, config.analysis.batch_size, config.precision))
+      if len(self.tasks[target].classes) not in self.forward:
+        self.forward[len(self.tasks[target].classes)] = forward.Forward(
+            model, groups, preprocess, config.analysis.batch_size, config.precision)
 
   def forward_of(self, target: str) -> forward.Forward:
     return self.forward[len(self.tasks[target].classes)]

@@ -15,7 +15,7 @@ import re
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfx_jax import files
+from tfx_jax import errors, files
 from tfx_jax.grid.experiments import LABELS
 from tfx_jax.report import figures
 
@@ -254,3 +254,16 @@ def run(workdir: str, config=None, computed: dict | None = None) -> str:
   from tfx_jax.report import writer  # pylint: disable=import-outside-toplevel
   result = computed if computed is not None else compute(workdir, config)
   return os.path.join(write(workdir, result, writer.read_dataset(workdir)[0]), MARKDOWN)
+
+
+def at_end(workdir: str, config, processes: int) -> str:
+  """The main job's analysis after its report, as the line it prints. A job of
+  several processes is told the command (the forward passes run on one); a
+  grid it cannot analyse (no transfer experiment) is told why, and succeeds."""
+  if processes > 1:
+    return (f'Analysis: run python -m tfx_jax.report --analyse --workdir={workdir} (one '
+            f'process) for what is transferred.')
+  try:
+    return f'Analysis: {run(workdir, config)}'
+  except errors.UserError as e:
+    return f'No analysis: {e}'
