@@ -56,6 +56,8 @@ signal.signal(signal.SIGTERM, term)
 signal.signal(signal.SIGINT, term)
 with open(f'{out}/{k}.tmp', 'w') as f:
   f.write(','.join(map(str, sorted(os.sched_getaffinity(0)))))
+with open(f'{out}/{k}.gpus', 'w') as f:
+  f.write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))
 os.rename(f'{out}/{k}.tmp', f'{out}/{k}.cpus')
 if mode == 'fail1' and k == 1:
   print('error: shard 1 is broken', file=sys.stderr)
@@ -68,13 +70,15 @@ DRIVER = r'''
 import sys
 from tfx_jax.grid import local_shards
 out, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+gpus = sys.argv[4].split(',') if len(sys.argv) > 4 else None
 local_shards.shard_command = lambda argv, n, k: [sys.executable, '-c', {shard!r}, out, str(k), mode]
-local_shards.run([], n)
+local_shards.run([], n, gpus)
 '''.format(shard=SHARD)
 
 
-def start(tmp_path, mode, n=2):
-  return subprocess.Popen([sys.executable, '-c', DRIVER, str(tmp_path), mode, str(n)],
+def start(tmp_path, mode, n=2, gpus=None, env=None):
+  return subprocess.Popen([sys.executable, '-c', DRIVER, str(tmp_path), mode, str(n),
+                           *([','.join(gpus)] if gpus else [])], env=env,
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -124,3 +128,63 @@ def test_a_signal_to_the_launcher_reaches_every_shard_and_the_job_exits_stopped(
   assert 'Traceback' not in err
   assert err.strip().splitlines() == [
       'Stopped: every shard saved a checkpoint; run the same command again to resume.']
+
+
+@pytest.fixture
+def on_cuda(monkeypatch, tmp_path):
+  """JAX's backend as on a CUDA host: no CPU default, and an nvidia-smi on PATH
+  that lists 4 GPUs (CUDA_VISIBLE_DEVICES unset)."""
+  monkeypatch.setattr(local_shards.malloc, 'backend_is_cpu', lambda: False)
+  monkeypatch.setattr(local_shards.malloc, 'default_platform', lambda: 'cuda')
+  smi = tmp_path / 'bin' / 'nvidia-smi'
+  smi.parent.mkdir()
+  smi.write_text('#!/bin/sh\n[ "$1" = -L ] || exit 9\n' + ''.join(
+      f'echo "GPU {k}: NVIDIA H100 80GB HBM3 (UUID: GPU-{k}abc)"\n' for k in range(4)))
+  smi.chmod(0o755)
+  monkeypatch.setenv('PATH', f'{smi.parent}:{os.environ["PATH"]}')
+  monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+
+
+def test_on_gpus_zero_is_one_process_per_gpu_it_may_use(on_cuda, monkeypatch):
+  assert local_shards.resolve(0, False, 1) == (4, ['0', '1', '2', '3'])
+  assert local_shards.resolve(2, False, 1) == (2, ['0', '1', '2', '3'])
+  assert local_shards.resolve(1, False, 1) == (1, None)
+  with pytest.raises(UserError, match='--local_shards=5 needs as many GPUs.*sees 4'):
+    local_shards.resolve(5, False, 1)
+  with pytest.raises(UserError, match='drop --multihost'):
+    local_shards.resolve(0, True, 1)
+  # SLURM (--gres=gpu:2) or the user narrows what this process may use.
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
+  assert local_shards.resolve(0, False, 1) == (2, ['2', '3'])
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', 'GPU-1abc')
+  assert local_shards.resolve(0, False, 1) == (1, None)  # One GPU: the plain job.
+
+
+def test_on_tpus_local_shards_is_refused_and_zero_is_one(on_cuda, monkeypatch):
+  monkeypatch.setattr(local_shards.malloc, 'default_platform', lambda: 'tpu')
+  assert local_shards.resolve(0, False, 1) == (1, None)
+  with pytest.raises(UserError, match='for the CPU backend and CUDA GPUs'):
+    local_shards.resolve(2, False, 1)
+
+
+@pytest.mark.parametrize('gpus, n, seen', [
+    (['0', '1', '2', '3'], 4, ['0', '1', '2', '3']),
+    (['0', '1', '2', '3'], 2, ['0,1', '2,3']),
+    (['4', '7'], 2, ['4', '7']),  # SLURM's CUDA_VISIBLE_DEVICES, renumbered or not.
+    (['GPU-aa', 'GPU-bb'], 2, ['GPU-aa', 'GPU-bb']),
+])
+def test_each_shard_process_sees_only_its_own_gpus(tmp_path, gpus, n, seen):
+  env = {**os.environ, 'CUDA_VISIBLE_DEVICES': ','.join(gpus)}
+  proc = start(tmp_path, 'ok', n=n, gpus=gpus, env=env)
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0, err
+  assert [(tmp_path / f'{k}.gpus').read_text() for k in range(n)] == seen
+  assert f'shard 0 on GPU {seen[0]} and CPUs ' in out
+
+
+def test_without_gpus_the_shards_keep_the_environment(tmp_path):
+  proc = start(tmp_path, 'ok', env={k: v for k, v in os.environ.items()
+                                    if k != 'CUDA_VISIBLE_DEVICES'})
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0, err
+  assert [(tmp_path / f'{k}.gpus').read_text() for k in range(2)] == ['unset', 'unset']

@@ -10,7 +10,7 @@ metrics -> results -> report.
 # Names on one floor are siblings and do not import each other; a top-level
 # module is a room of its own. The report never imports JAX.
 LAYERS = (
-    ('main', 'prepare'),  # the CLIs
+    ('main', 'prepare', 'slurm'),  # the CLIs
     ('report',),  # results.csv and metrics -> figures, tables, findings
     ('grid',),  # the paper's runs, checks, runner, workdir, results
     ('analysis',),  # CKA, probes and scores of trained networks

@@ -176,9 +176,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Sweep sharding: run part `shard` of `num_shards` of the grid (machines
   # sharing one workdir); a transfer waits for a base that another shard trains.
+  # `runs`: only these run ids, space-separated (a SLURM task's, tfx_jax.slurm;
+  # their bases must be finished); '': every run.
   c.sweep = ml_collections.ConfigDict({'num_shards': 1, 'shard': 0,
                                        'wait_minutes': 7 * 24 * 60.0,
-                                       'poll_seconds': 30.0})
+                                       'poll_seconds': 30.0, 'runs': ''})
   return c
 
 

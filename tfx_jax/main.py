@@ -28,8 +28,8 @@ flags.DEFINE_bool('tune_malloc', True, 'glibc malloc: one arena, no mmap, no tri
                   '(tfx_jax/training/malloc.py), when the JAX backend is the CPU: XLA CPU '
                   'steps run about 25% faster.')
 flags.DEFINE_integer('local_shards', 1, 'Run the sweep as this many processes, each pinned to '
-                     'its share of the CPUs (CPU backend; small nets train faster so); 0: one '
-                     'per CPU that memory allows, or 1 on GPUs and TPUs.')
+                     'its share of the CPUs and seeing its share of the GPUs (small nets train '
+                     'faster so); 0: one per CPU that memory allows, one per GPU, 1 on TPUs.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -42,23 +42,26 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
     raise errors.UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
-  if FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes:
-    # CPU collectives between processes need gloo (GPUs and TPUs ignore it); None in
-    # the distributed flags: auto-detect (TPU VM, SLURM).
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
     config = FLAGS.config
     config.get('dataset')  # A config file that failed to load raises on use.
   except Exception as e:  # pylint: disable=broad-except
     raise errors.UserError(errors.explain(e)) from e
+  distributed = bool(FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes)
+  shards, gpus = local_shards.resolve(FLAGS.local_shards, distributed, config.sweep.num_shards)
+  if gpus:  # This process only checks and waits: the shards hold the GPUs.
+    jax.config.update('jax_platforms', 'cpu')
+  if distributed:
+    # CPU collectives between processes need gloo (GPUs and TPUs ignore it); None in
+    # the distributed flags: auto-detect (TPU VM, SLURM).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   config_name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
-  shards = local_shards.resolve(FLAGS.local_shards, jax.process_count(), config.sweep.num_shards)
   if shards > 1:
     runner.prepare(config, workdir)  # Here first: one message, not one a shard.
-    local_shards.run(sys.argv[1:], shards)  # Returns when every shard is done.
+    local_shards.run(sys.argv[1:], shards, gpus)  # Returns when every shard is done.
   complete = shards > 1 or runner.run(config, workdir)
   if complete and config.report and jax.process_index() == 0:
     writer.write_report(workdir)

@@ -111,5 +111,5 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   if not 0 <= c.sweep.shard < c.sweep.num_shards:
     raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
                     f'(sweep.num_shards - 1), got {c.sweep.shard}.')
-  experiments.study(c, len(groups))
+  experiments.selected(experiments.study(c, len(groups)), c.sweep.runs)
   return groups

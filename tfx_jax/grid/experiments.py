@@ -225,6 +225,20 @@ def study(config, num_groups: int = 7) -> list[RunSpec]:
           + [s for s in specs if s.treatment != 'base'])
 
 
+def selected(specs: list[RunSpec], runs: str) -> list[RunSpec]:
+  """The specs `runs` names (space-separated run ids, `config.sweep.runs`), in
+  grid order; every spec when it is empty. UserError for an id not in the grid."""
+  wanted = set(runs.split())
+  if not wanted:
+    return specs
+  unknown = sorted(wanted - {s.run_id for s in specs})
+  if unknown:
+    raise UserError(f'config.sweep.runs names {", ".join(unknown)}, not runs of this '
+                    f'config\'s grid; give run ids of its results.csv, space-separated, '
+                    f'or leave it empty for every run.')
+  return [s for s in specs if s.run_id in wanted]
+
+
 def assign(specs: list[RunSpec], costs: list[int], num_shards: int) -> list[int]:
   """The sweep shard of each run: the bases, costliest first, each to the
   shard with the least base work so far (a source base may cost 20 of the

@@ -1,7 +1,10 @@
 """The sweep as several processes on one machine (`--local_shards`), each pinned
 to its share of the CPU cores: on the CPU backend a small network trains faster
 one process a core than in one process over every core (XLA splits a small
-convolution's work poorly across threads).
+convolution's work poorly across threads). On CUDA GPUs, each process sees
+only its share of the GPUs (CUDA_VISIBLE_DEVICES), one GPU each by default:
+a small network keeps its own GPU busy, where one process would spread every
+net over all of them.
 
 Each process is the main job as sweep shard K of N (`--config.sweep`), with
 the report left to this one, which waits for them all.
@@ -56,17 +59,59 @@ def count(requested: int, cpus: Sequence[int], memory: int | None) -> int:
   return max(1, min(len(cpus), fit))
 
 
-def resolve(requested: int, num_processes: int, num_sweep_shards: int) -> int:
-  """--local_shards resolved: 0 is one per CPU (CPU backend) or 1."""
-  if requested == 1 or (requested == 0 and not malloc.backend_is_cpu()):
-    return 1
-  if not malloc.backend_is_cpu():
-    raise UserError(f'--local_shards={requested} is for the CPU backend; on '
-                    f'GPUs and TPUs one process uses every device: drop it.')
-  if num_processes > 1 or num_sweep_shards > 1:
+def visible_gpus() -> list[str] | None:
+  """The CUDA GPUs this process may use, as CUDA_VISIBLE_DEVICES names them
+  (indices or UUIDs; else nvidia-smi's indices), when JAX's backend will be
+  CUDA; None for any other backend. Starts no JAX backend."""
+  if malloc.backend_is_cpu() or malloc.default_platform() not in ('', 'cuda', 'gpu'):
+    return None
+  visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+  if visible is not None:
+    return [name.strip() for name in visible.split(',') if name.strip()]
+  try:
+    listed = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True,
+                            timeout=60).stdout
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  gpus = [line for line in listed.splitlines() if line.startswith('GPU ')]
+  return [str(k) for k in range(len(gpus))] or None
+
+
+def resolve(requested: int, distributed: bool,
+            num_sweep_shards: int) -> tuple[int, list[str] | None]:
+  """--local_shards resolved, before any JAX backend starts: how many processes,
+  and the GPUs they share out (None on the CPU). 0 is one per CPU that memory
+  allows on the CPU backend, one per GPU on CUDA GPUs, 1 on TPUs."""
+  if requested < 0:
+    raise UserError(f'--local_shards must be 0 (one per CPU or GPU) or more, got {requested}.')
+  if requested == 1:
+    return 1, None
+  gpus = None if malloc.backend_is_cpu() else visible_gpus()
+  if gpus is None and not malloc.backend_is_cpu():
+    if requested == 0:
+      return 1, None
+    raise UserError(f'--local_shards={requested} is for the CPU backend and CUDA GPUs; '
+                    f'on TPUs one process uses every device: drop it.')
+  if distributed or num_sweep_shards > 1:
     raise UserError('--local_shards runs the sweep\'s shards itself; drop it, '
                     'or drop --multihost and --config.sweep.')
-  return count(requested, allowed_cpus(), available_memory())
+  if gpus is None:
+    return count(requested, allowed_cpus(), available_memory()), None
+  if requested > len(gpus):
+    raise UserError(f'--local_shards={requested} needs as many GPUs, and this process '
+                    f'sees {len(gpus)} (CUDA_VISIBLE_DEVICES or nvidia-smi); pass at most '
+                    f'{len(gpus)}, or 0 for one per GPU.')
+  n = requested or len(gpus)
+  return (n, gpus) if n > 1 else (1, None)
+
+
+def shard_env(environ: dict[str, str], gpus: Sequence[str] | None) -> dict[str, str]:
+  """The environment of a shard process: `environ`, with only its own GPUs
+  visible when it has some."""
+  env = dict(environ)
+  if gpus is not None:
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(gpus)
+  return env
 
 
 def cpu_groups(cpus: Sequence[int], n: int) -> list[list[int]]:
@@ -108,17 +153,22 @@ def shard_command(argv: Sequence[str], n: int, k: int) -> list[str]:
           '--config.sweep.poll_seconds=1', '--config.report=False']
 
 
-def run(argv: Sequence[str], n: int) -> None:
-  """Runs shards 0..n-1 of the sweep, each pinned to its CPUs, until all end.
+def run(argv: Sequence[str], n: int, gpus: Sequence[str] | None = None) -> None:
+  """Runs shards 0..n-1 of the sweep, each pinned to its CPUs (and seeing
+  only its share of `gpus`, when given), until all end.
 
   SIGTERM and SIGINT (Ctrl-C) are passed on: each shard checkpoints and stops,
   and this process exits as they do. When a shard fails, the others are
   stopped with SIGTERM and this process exits with its code.
   """
-  groups = cpu_groups(allowed_cpus(), n)
+  cpus = allowed_cpus()  # Fewer CPUs than GPU shards: one CPU each, shared round robin.
+  groups = cpu_groups(cpus, n) if n <= len(cpus) else [[cpus[k % len(cpus)]] for k in range(n)]
+  gpu_groups = cpu_groups(gpus, n) if gpus else [None] * n
   print(f'The sweep as {n} processes on this machine, each printing its own '
-        f'progress: ' + ', '.join(f'shard {k} on CPUs {cpu_list(g)}'
-                                  for k, g in enumerate(groups)) + '.', flush=True)
+        f'progress: ' + ', '.join(
+            f'shard {k} on ' + (f'GPU {",".join(gpu)} and ' if gpu else '')
+            + f'CPUs {cpu_list(g)}' for k, (g, gpu) in enumerate(zip(groups, gpu_groups)))
+        + '.', flush=True)
   start, procs, failed, received = time.perf_counter(), [], None, []
 
   def stop(signum=signal.SIGTERM):
@@ -136,7 +186,8 @@ def run(argv: Sequence[str], n: int) -> None:
     try:
       for k, group in enumerate(groups):
         os.sched_setaffinity(0, group)  # Inherited by the child; no preexec_fn.
-        procs.append(subprocess.Popen(shard_command(argv, n, k)))
+        procs.append(subprocess.Popen(shard_command(argv, n, k),
+                                      env=shard_env(os.environ, gpu_groups[k])))
     finally:
       os.sched_setaffinity(0, mask)
     while [p.poll() for p in procs].count(None):  # Polls every one.

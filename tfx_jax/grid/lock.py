@@ -4,7 +4,10 @@ a live job is training is refused, naming the job that holds it.
 A lock is WORKDIR/locks/shard-K-of-N.json (the sweep shard's). Jobs that share
 the workdir as the sweep shards of one sweep hold different locks; any other
 pair of jobs conflicts: two jobs of the same shard, or of sweeps cut into
-different numbers of shards. On local disk a lock is an flock, which the
+different numbers of shards. A job of some runs only (config.sweep.runs, a
+SLURM task) holds runs-TAG-shard-K-of-N.json, TAG a checksum of its run ids:
+it conflicts with jobs of the same runs by the same rule, and with every job
+of the whole grid, but not with the tasks of other runs. On local disk a lock is an flock, which the
 kernel releases when its process ends, SIGKILL included. On gs:// it is an
 object whose owner rewrites it every BEAT_S seconds; one not rewritten for
 STALE_S seconds, or left by a dead process of this host, is free.
@@ -20,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 
 from etils import epath
 
@@ -30,12 +34,24 @@ BEAT_S, STALE_S = 30.0, 120.0
 SETTLE_S = 1.0  # gs://: how long a new lock object waits for a concurrent writer.
 
 
-def _name(shard: int, num_shards: int) -> str:
-  return f'shard-{shard}-of-{num_shards}.json'
+def _tag(runs: str) -> str:
+  """'' for the whole grid; 'runs-XXXXXXXX' for the run ids in `runs`."""
+  ids = sorted(set(runs.split()))
+  return f'runs-{zlib.crc32(" ".join(ids).encode()):08x}' if ids else ''
 
 
-def _conflicts(name: str, shard: int, num_shards: int) -> bool:
-  return name == _name(shard, num_shards) or not name.endswith(f'-of-{num_shards}.json')
+def _name(shard: int, num_shards: int, runs: str = '') -> str:
+  tag = _tag(runs)
+  return f'{tag}-' * bool(tag) + f'shard-{shard}-of-{num_shards}.json'
+
+
+def _conflicts(name: str, shard: int, num_shards: int, runs: str = '') -> bool:
+  if name == _name(shard, num_shards, runs):
+    return True
+  theirs = name.split('-shard-')[0] if name.startswith('runs-') else ''
+  if _tag(runs) and theirs and theirs != _tag(runs):
+    return False  # Tasks of other runs.
+  return theirs != _tag(runs) or not name.endswith(f'-of-{num_shards}.json')
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,23 +110,23 @@ def _in_use(workdir: str, owner: dict, name: str) -> UserError:
       f'machines share one workdir as --config.sweep shards).')
 
 
-def check_free(workdir: str, shard: int, num_shards: int) -> None:
+def check_free(workdir: str, shard: int, num_shards: int, runs: str = '') -> None:
   """UserError if a live job holds a lock that conflicts with this shard's."""
   directory = os.path.join(workdir, 'locks')
   for name in files.listdir(directory):
-    if name.endswith('.json') and _conflicts(name, shard, num_shards):
+    if name.endswith('.json') and _conflicts(name, shard, num_shards, runs):
       owner = _live_owner(os.path.join(directory, name))
       if owner is not None:
         raise _in_use(workdir, owner, name)
 
 
 @contextlib.contextmanager
-def held(workdir: str, shard: int, num_shards: int):
+def held(workdir: str, shard: int, num_shards: int, runs: str = ''):
   """Holds this shard's lock for the block; UserError if a live job conflicts.
   Checked again here: another job may have started since the job's checks."""
-  check_free(workdir, shard, num_shards)
+  check_free(workdir, shard, num_shards, runs)
   directory = os.path.join(workdir, 'locks')
-  name = _name(shard, num_shards)
+  name = _name(shard, num_shards, runs)
   owner = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': time.time(),
            'token': uuid.uuid4().hex}
   files.makedirs(directory)

@@ -64,17 +64,24 @@ class Grid:
                               log=lambda line: print(line, flush=True))
     return task if local == task.data_dir else dataclasses.replace(task, data_dir=local)
 
-  def shards(self) -> list[int]:
-    """The sweep shard of each of self.specs (`experiments.assign`)."""
-    costs = [self.run_config(s).total_steps * self.run_config(s).batch_size
-             for s in self.specs]
-    return experiments.assign(self.specs, costs, self.config.sweep.num_shards)
+  def chosen(self) -> list[int]:
+    """The indices in self.specs of the runs this job's sweep covers: those
+    config.sweep.runs names, or all."""
+    chosen = set(experiments.selected(self.specs, self.config.sweep.runs))
+    return [i for i, spec in enumerate(self.specs) if spec in chosen]
+
+  def shards(self) -> dict[int, int]:
+    """The sweep shard of each chosen run, by its index (`experiments.assign`)."""
+    chosen = self.chosen()
+    specs = [self.specs[i] for i in chosen]
+    costs = [self.run_config(s).total_steps * self.run_config(s).batch_size for s in specs]
+    return dict(zip(chosen, experiments.assign(specs, costs, self.config.sweep.num_shards)))
 
   def run_config(self, spec: experiments.RunSpec) -> ml_collections.ConfigDict:
     """The config `spec` trains with: the grid's, with `source_solver`'s fields
     for runs on the source dataset."""
     c = self.config
-    if not (spec.split.startswith(experiments.FROM) and spec.target == 'A'):
+    if not on_source(spec):
       return c
     overrides = {k: v for k, v in c.source_solver.items() if v is not None}
     if overrides and self._source_config is None:
@@ -157,9 +164,15 @@ class Grid:
         and self.workdir.has_checkpoint(spec.run_id, self.run_config(spec).total_steps))
 
   def wait_for(self, base: experiments.RunSpec, index: int) -> None:
-    """Poll until another shard has finished `base`; a clear error on timeout."""
+    """Poll until another shard has finished `base`; a clear error on timeout,
+    or at once when no shard of this job trains it (config.sweep.runs)."""
     sweep = self.config.sweep
-    owner = self.shards()[self.specs.index(base)]
+    owner = self.shards().get(self.specs.index(base))
+    if owner is None:
+      raise UserError(
+          f'Base {base.run_id} is not finished, and config.sweep.runs leaves it out; '
+          f'train it first (python -m tfx_jax.slurm submits every base before its '
+          f'transplants), then run this command again.')
     deadline = time.time() + sweep.wait_minutes * 60
     self.log(f'[{index + 1}/{len(self.specs)}] waiting for base {base.run_id} '
              f'(sweep shard {owner}) to finish...')
@@ -308,23 +321,40 @@ class Grid:
     return self.workdir.write_results([spec.run_id for spec in self.specs])
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...]:
+def on_source(spec: experiments.RunSpec) -> bool:
+  """Whether `spec` trains on the source dataset (config.source_solver's runs)."""
+  return spec.split.startswith(experiments.FROM) and spec.target == 'A'
+
+
+def total_steps(config: ml_collections.ConfigDict, spec: experiments.RunSpec) -> int:
+  """The steps `spec` trains for (Grid.run_config's, without building a Grid)."""
+  return (config.source_solver.total_steps or config.total_steps) if on_source(spec) \
+      else config.total_steps
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True,
+            this_host: bool = True) -> tuple[str, ...]:
   """What a job checks before it trains (the config, the data, the workdir:
   its path, its config, no other live job on it), one clear error each, before
-  anything is written; creates the workdir and returns the model's
-  transferable groups."""
+  anything is written; creates the workdir (unless not `write`) and returns
+  the model's transferable groups. `this_host`: also check this machine's
+  shared memory for the data workers (not where a job only submits others)."""
   files.check_path(workdir, '--workdir')
   groups = checks.validate(config, jax.device_count(), jax.process_count())
   batch = max(config.batch_size, config.source_solver.batch_size or 0) // jax.process_count()
   for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
                for t in tasks.resolve(split, config).values()}.values():
     reader.check_prepared(task.data, task.data_dir)
-    input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
-                                       task.data.image_shape, ahead=config.device_prefetch)
+    if this_host:
+      input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
+                                         task.data.image_shape, ahead=config.device_prefetch)
   bases = pretrained.check(config, groups)
   pretrained.check_recorded(workdir, bases)
   if jax.process_index() == 0:
-    lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards)
+    lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards, config.sweep.runs)
+  if not write:
+    Workdir(workdir).check(config)
+    return groups
   Workdir(workdir).prepare(config, groups)
   if bases and jax.process_index() == 0:
     pretrained.record(workdir, bases)
@@ -344,7 +374,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
   Returns whether the whole grid is finished (every shard's runs).
   """
   groups = prepare(config, workdir)
-  with (lock.held(workdir, config.sweep.shard, config.sweep.num_shards)
+  with (lock.held(workdir, config.sweep.shard, config.sweep.num_shards, config.sweep.runs)
         if jax.process_index() == 0 else contextlib.nullcontext()):
     return _run(Grid(config, workdir, groups))
 
@@ -352,12 +382,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
 def _run(grid: Grid) -> bool:
   config, workdir = grid.config, grid.workdir.path
   shards, shard = config.sweep.num_shards, config.sweep.shard
-  mine = [i for i, k in enumerate(grid.shards()) if k == shard]
+  chosen = grid.chosen()
+  mine = [i for i, k in grid.shards().items() if k == shard]
   lost = grid.lost_bases()
   todo = [i for i in mine
           if not grid.finished(grid.specs[i]) or grid.specs[i].run_id in lost]
   grid.progress.start_grid(sum(grid.run_config(grid.specs[i]).total_steps for i in todo))
   part = f' (sweep shard {shard} of {shards}: {len(mine)} runs)' if shards > 1 else ''
+  if len(chosen) < len(grid.specs):
+    part = f' (config.sweep.runs: {len(chosen)} runs' + (
+        f'; sweep shard {shard} of {shards}: {len(mine)})' if shards > 1 else ')')
   again = sum(grid.specs[i].run_id in lost for i in mine)  # finished, yet in todo
   done = len(mine) - len(todo) + again
   grid.log(f'{len(grid.specs)} runs in {workdir}{part}{local_shards.pinning()}, '
@@ -382,6 +416,7 @@ def _run(grid: Grid) -> bool:
   path = grid.write_results()
   left = sum(not grid.finished(s) for s in grid.specs)
   grid.log(f'Done{part}: results in {path}'
-           + (f' ({left} runs of other shards still unfinished)' if left else '')
+           + (f' ({left} runs of other {"tasks" if len(chosen) < len(grid.specs) else "shards"} '
+              f'still unfinished)' if left else '')
            + f'. Wall time {grid.progress.summary()}.')
   return not left

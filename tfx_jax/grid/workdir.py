@@ -107,7 +107,7 @@ class Workdir:
     """Create the workdir and snapshot the config and the model's transferable
     groups (for the report); refuse a different config, and a directory that
     holds something else than a tfx_jax workdir."""
-    self._refuse_foreign()
+    snapshot = self.check(config)
     try:
       files.makedirs(self.path)
       probe = os.path.join(self.path, f'.write-test-{os.getpid()}')
@@ -116,6 +116,15 @@ class Workdir:
     except OSError as e:
       raise UserError(f'Cannot write to workdir {self.path!r} ({e.strerror}); '
                       f'choose a writable --workdir.') from None
+    if self.is_main:
+      files.atomic_write_json(os.path.join(self.path, 'config.json'), snapshot)
+      if groups:
+        files.atomic_write_json(os.path.join(self.path, results.GROUPS_FILE),
+                                {'groups': list(groups)})
+
+  def check(self, config: ml_collections.ConfigDict) -> dict:
+    """`prepare`'s refusals, writing nothing; returns the config's snapshot."""
+    self._refuse_foreign()
     snapshot = json.loads(config.to_json_best_effort())
     path = os.path.join(self.path, 'config.json')
     if files.exists(path):
@@ -133,11 +142,7 @@ class Workdir:
             f'Workdir {self.path!r} holds runs of a different config (it differs '
             f'in {", ".join(differ)}). Use a new --workdir, or delete '
             f'{self.path!r} to start over.')
-    if self.is_main:
-      files.atomic_write_json(path, snapshot)
-      if groups:
-        files.atomic_write_json(os.path.join(self.path, results.GROUPS_FILE),
-                                {'groups': list(groups)})
+    return snapshot
 
   def _refuse_foreign(self) -> None:
     """A non-empty directory without config.json is not ours to write into:

@@ -41,15 +41,20 @@ def backend_is_cpu() -> bool:
   package or entry points (CUDA, ROCm, ...), no libtpu. A host with a plugin
   but no device is answered no; set JAX_PLATFORMS=cpu there to tune.
   """
+  platform = default_platform()
+  return platform == 'cpu' if platform else not _accelerator_plugins()
+
+
+def default_platform() -> str:
+  """The first platform JAX_PLATFORMS (or jax_platforms) names, lower case; ''
+  when unset. Starts nothing."""
   platforms = os.environ.get('JAX_PLATFORMS')
   try:
     import jax  # pylint: disable=g-import-not-at-top
     platforms = jax.config.jax_platforms  # Reads JAX_PLATFORMS; starts nothing.
   except ImportError:
     pass
-  if platforms:
-    return platforms.split(',')[0].strip().lower() == 'cpu'
-  return not _accelerator_plugins()
+  return (platforms or '').split(',')[0].strip().lower()
 
 
 def _accelerator_plugins() -> list[str]:
