@@ -73,6 +73,12 @@ def results(workdir):
     return {r['run_id']: r for r in csv.DictReader(f)}
 
 
+def pytest_collection_modifyitems(items):
+  """The SLURM cluster's grid first (tests/test_slurm.py, the longest fixture):
+  started last, it would leave one worker alone at the end of the session."""
+  items.sort(key=lambda item: item.module.__name__ != 'test_slurm')
+
+
 @pytest.fixture(scope='session')
 def runlocal_grid(tmp_path_factory, worker_id):
   """The whole runlocal grid, uninterrupted: the reference other tests compare to.

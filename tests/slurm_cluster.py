@@ -1,7 +1,7 @@
 """A one-node SLURM cluster on this machine, for the tests of tfx_jax.slurm.
 
 munged, slurmctld and slurmd from Debian's `munge` and `slurm-wlm`, installed
-with apt-get where missing (as the Makefile installs shellcheck). Each daemon
+with apt-get where missing (`make test-deps` installs them first). Each daemon
 runs in the foreground as a child of this process, with its own munge key,
 slurm.conf, ports, state and logs in one temporary directory; `stop()` ends
 each by its process id. The node has this machine's CPUs and memory (`slurmd

@@ -123,7 +123,7 @@ def logme_numpy(f, labels, num_classes, iterations=1000):
   """You et al. 2021, Algorithm 1, with A and m as matrices (no SVD), in float64."""
   f = np.asarray(f, np.float64)
   n, d = f.shape
-  sigma = np.linalg.eigvalsh(f.T @ f)
+  sigma = np.clip(np.linalg.eigvalsh(f.T @ f), 0, None)  # PSD: rounding gives -1e-13s.
   evidences = []
   for c in range(num_classes):
     y = (labels == c).astype(np.float64)
