@@ -13,6 +13,9 @@ import time
 
 import pytest
 
+from tfx_jax.errors import UserError
+from tfx_jax.slurm import scripts
+
 import slurm_cluster
 from conftest import NUMBERS, ROOT, RUNLOCAL, results
 
@@ -245,11 +248,26 @@ def test_dry_run_scripts_pass_shellcheck_and_chain_their_dependencies(tmp_path):
   assert not os.path.exists(workdir)
 
 
+@pytest.mark.parametrize('options, message', [
+    (['--array=0-3'], 'sbatch option --array is set by tfx_jax.slurm itself'),
+    (['-p', 'gpu', '-d', 'afterok:1'], 'sbatch option -d is set by tfx_jax.slurm itself'),
+    (['--nodes=two'], 'sbatch option --nodes needs a number'),
+    (['gpu'], "'gpu' after -- is not an sbatch option"),
+])
+def test_sbatch_options_the_launcher_sets_or_cannot_read_are_refused(options, message):
+  with pytest.raises(UserError, match=re.escape(message)):
+    scripts.check_options(options)
+
+
+def test_processes_a_task_has_follow_the_node_and_task_counts():
+  assert scripts.check_options(['--gres=gpu:8', '-p', 'gpu', '-t', '1:00:00']) == 1
+  assert scripts.check_options(['-N', '4', '--ntasks-per-node=2']) == 8
+  assert scripts.check_options(['--nodes=4', '-n3']) == 3
+  assert scripts.one_process(['-N', '4', '--gres=gpu:8', '--ntasks=4']) == ['--gres=gpu:8']
+
+
 @pytest.mark.parametrize('args, message', [
     (('--', '--array=0-3'), 'sbatch option --array is set by tfx_jax.slurm itself'),
-    (('--', '-d', 'afterok:1'), 'sbatch option -d is set by tfx_jax.slurm itself'),
-    (('--', '--nodes=two'), 'sbatch option --nodes needs a number'),
-    (('--', 'gpu'), "'gpu' after -- is not an sbatch option"),
     (('--runs_per_task=0',), '--runs_per_task must be 1 or more'),
     (('--local_shards=2', '--', '--ntasks=2'), '--local_shards runs one node'),
     (('--config.sweep.runs=m_n-baseA-s0',), 'chooses each task\'s runs itself'),
