@@ -56,6 +56,17 @@ def explain(error: BaseException) -> str:
   return first
 
 
+def loaded_config(flag_values, name: str = 'config'):
+  """The config of a `config_flags` flag, once loaded; a config file that fails
+  to load (it raises on first use) is a UserError of one line."""
+  try:
+    config = flag_values[name].value
+    config.get('dataset')
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(explain(e)) from e
+  return config
+
+
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 
 

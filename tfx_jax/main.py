@@ -9,7 +9,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from tfx_jax import errors
-from tfx_jax.grid import local_shards, runner
+from tfx_jax.grid import checks, local_shards, runner
 from tfx_jax.report import analysis, writer
 from tfx_jax.training import malloc, preemption
 
@@ -42,11 +42,7 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
     raise errors.UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
-  try:
-    config = FLAGS.config
-    config.get('dataset')  # A config file that failed to load raises on use.
-  except Exception as e:  # pylint: disable=broad-except
-    raise errors.UserError(errors.explain(e)) from e
+  config = errors.loaded_config(FLAGS)
   distributed = bool(FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes)
   shards, gpus = local_shards.resolve(FLAGS.local_shards, distributed, config.sweep.num_shards)
   if gpus:  # This process only checks and waits: the shards hold the GPUs.
@@ -60,7 +56,7 @@ def main(argv):
   workdir = FLAGS.workdir or os.path.join('runs', config_name)
   logging.info('JAX devices: %s', jax.devices())
   if shards > 1:
-    runner.prepare(config, workdir)  # Here first: one message, not one a shard.
+    checks.prepare(config, workdir)  # Here first: one message, not one a shard.
     local_shards.run(sys.argv[1:], shards, gpus)  # Returns when every shard is done.
   complete = shards > 1 or runner.run(config, workdir)
   if complete and config.report and jax.process_index() == 0:

@@ -1,18 +1,22 @@
 """Every check of a job's config, once, before anything runs or is written:
 each field's range, the dataset, the model's groups, the splits, the batch
-against the devices, the sweep shard and the study the grid makes."""
+against the devices, the sweep shard and the study the grid makes; then the
+data, the pretrained bases, the workdir and its lock (`prepare`)."""
 
 from __future__ import annotations
 
 import math
 
+import jax
 import ml_collections
 
 from tfx_jax import config as config_lib
 from tfx_jax import files
-from tfx_jax.data import tasks
+from tfx_jax.data import input_pipeline, tasks
+from tfx_jax.data.sources import reader
 from tfx_jax.errors import UserError
-from tfx_jax.grid import experiments
+from tfx_jax.grid import experiments, lock, pretrained
+from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry
 from tfx_jax.training import precision
 
@@ -112,4 +116,33 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
     raise UserError(f'sweep.shard must be in 0..{c.sweep.num_shards - 1} '
                     f'(sweep.num_shards - 1), got {c.sweep.shard}.')
   experiments.selected(experiments.study(c, len(groups)), c.sweep.runs)
+  return groups
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True,
+            this_host: bool = True) -> tuple[str, ...]:
+  """What a job checks before it trains (the config, the data, the workdir:
+  its path, its config, no other live job on it), one clear error each, before
+  anything is written; creates the workdir (unless not `write`) and returns
+  the model's transferable groups. `this_host`: also check this machine's
+  shared memory for the data workers (not where a job only submits others)."""
+  files.check_path(workdir, '--workdir')
+  groups = validate(config, jax.device_count(), jax.process_count())
+  batch = max(config.batch_size, config.source_solver.batch_size or 0) // jax.process_count()
+  for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
+               for t in tasks.resolve(split, config).values()}.values():
+    reader.check_prepared(task.data, task.data_dir)
+    if this_host:
+      input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
+                                         task.data.image_shape, ahead=config.device_prefetch)
+  bases = pretrained.check(config, groups)
+  pretrained.check_recorded(workdir, bases)
+  if jax.process_index() == 0:
+    lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards, config.sweep.runs)
+  if not write:
+    Workdir(workdir).check(config)
+    return groups
+  Workdir(workdir).prepare(config, groups)
+  if bases and jax.process_index() == 0:
+    pretrained.record(workdir, bases)
   return groups

@@ -73,6 +73,11 @@ class RunSpec:
     return RunSpec(self.split, 'base', self.source, self.source, 0, self.seed, size)
 
   @property
+  def on_source(self) -> bool:
+    """Whether the run trains on the source dataset (config.source_solver's runs)."""
+    return self.split.startswith(FROM) and self.target == 'A'
+
+  @property
   def init_seed(self) -> int:
     """Seed for this run's fresh initialisation and data order: different for
     every run, so re-initialised layers never restart from the base's init."""
@@ -223,6 +228,12 @@ def study(config, num_groups: int = 7) -> list[RunSpec]:
         specs.append(spec)
   return ([s for s in specs if s.treatment == 'base']
           + [s for s in specs if s.treatment != 'base'])
+
+
+def total_steps(config, spec: RunSpec) -> int:
+  """The steps `spec` trains for: config.source_solver's on the source dataset."""
+  solver = config.source_solver.total_steps
+  return (solver or config.total_steps) if spec.on_source else config.total_steps
 
 
 def selected(specs: list[RunSpec], runs: str) -> list[RunSpec]:

@@ -86,8 +86,9 @@ def resolve(requested: int, distributed: bool,
     raise UserError(f'--local_shards must be 0 (one per CPU or GPU) or more, got {requested}.')
   if requested == 1:
     return 1, None
-  gpus = None if malloc.backend_is_cpu() else visible_gpus()
-  if gpus is None and not malloc.backend_is_cpu():
+  on_cpu = malloc.backend_is_cpu()
+  gpus = None if on_cpu else visible_gpus()
+  if gpus is None and not on_cpu:
     if requested == 0:
       return 1, None
     raise UserError(f'--local_shards={requested} is for the CPU backend and CUDA GPUs; '

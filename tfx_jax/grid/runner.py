@@ -22,7 +22,7 @@ import ml_collections
 from tfx_jax import config as config_lib
 from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, tasks
-from tfx_jax.data.sources import local_copy, reader
+from tfx_jax.data.sources import local_copy
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
 from tfx_jax.grid.results import Result
@@ -81,7 +81,7 @@ class Grid:
     """The config `spec` trains with: the grid's, with `source_solver`'s fields
     for runs on the source dataset."""
     c = self.config
-    if not on_source(spec):
+    if not spec.on_source:
       return c
     overrides = {k: v for k, v in c.source_solver.items() if v is not None}
     if overrides and self._source_config is None:
@@ -321,46 +321,6 @@ class Grid:
     return self.workdir.write_results([spec.run_id for spec in self.specs])
 
 
-def on_source(spec: experiments.RunSpec) -> bool:
-  """Whether `spec` trains on the source dataset (config.source_solver's runs)."""
-  return spec.split.startswith(experiments.FROM) and spec.target == 'A'
-
-
-def total_steps(config: ml_collections.ConfigDict, spec: experiments.RunSpec) -> int:
-  """The steps `spec` trains for (Grid.run_config's, without building a Grid)."""
-  return (config.source_solver.total_steps or config.total_steps) if on_source(spec) \
-      else config.total_steps
-
-
-def prepare(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True,
-            this_host: bool = True) -> tuple[str, ...]:
-  """What a job checks before it trains (the config, the data, the workdir:
-  its path, its config, no other live job on it), one clear error each, before
-  anything is written; creates the workdir (unless not `write`) and returns
-  the model's transferable groups. `this_host`: also check this machine's
-  shared memory for the data workers (not where a job only submits others)."""
-  files.check_path(workdir, '--workdir')
-  groups = checks.validate(config, jax.device_count(), jax.process_count())
-  batch = max(config.batch_size, config.source_solver.batch_size or 0) // jax.process_count()
-  for task in {t.data.name: t for split in {s for _, s, _ in experiments.parts(config)}
-               for t in tasks.resolve(split, config).values()}.values():
-    reader.check_prepared(task.data, task.data_dir)
-    if this_host:
-      input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
-                                         task.data.image_shape, ahead=config.device_prefetch)
-  bases = pretrained.check(config, groups)
-  pretrained.check_recorded(workdir, bases)
-  if jax.process_index() == 0:
-    lock.check_free(workdir, config.sweep.shard, config.sweep.num_shards, config.sweep.runs)
-  if not write:
-    Workdir(workdir).check(config)
-    return groups
-  Workdir(workdir).prepare(config, groups)
-  if bases and jax.process_index() == 0:
-    pretrained.record(workdir, bases)
-  return groups
-
-
 def _source_solver_note(grid: Grid) -> str:
   source = next((grid.run_config(s) for s in grid.specs
                  if grid.run_config(s) is not grid.config), None)
@@ -373,7 +333,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> bool:
 
   Returns whether the whole grid is finished (every shard's runs).
   """
-  groups = prepare(config, workdir)
+  groups = checks.prepare(config, workdir)
   with (lock.held(workdir, config.sweep.shard, config.sweep.num_shards, config.sweep.runs)
         if jax.process_index() == 0 else contextlib.nullcontext()):
     return _run(Grid(config, workdir, groups))

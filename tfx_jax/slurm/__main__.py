@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from tfx_jax import errors, files
 from tfx_jax.errors import UserError
-from tfx_jax.grid import experiments, runner
+from tfx_jax.grid import checks, experiments
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.report import writer
 from tfx_jax.slurm import plan, scripts, submit
@@ -77,11 +77,7 @@ def main(argv):
   jax.config.update('jax_platforms', 'cpu')  # Submits only; the environment is the jobs'.
   options = argv[1:]
   processes = scripts.check_options(options)
-  try:
-    config = FLAGS.config
-    config.get('dataset')  # A config file that failed to load raises on use.
-  except Exception as e:  # pylint: disable=broad-except
-    raise UserError(errors.explain(e)) from e
+  config = errors.loaded_config(FLAGS)
   if config.sweep.runs or config.sweep.num_shards > 1:
     raise UserError('tfx_jax.slurm chooses each task\'s runs itself; drop --config.sweep.')
   workdir = FLAGS.workdir if not files.is_local(FLAGS.workdir) else os.path.abspath(
@@ -89,12 +85,12 @@ def main(argv):
   s = settings(workdir, processes, options)
   if not FLAGS.dry_run:
     submit.check_idle(s.logs)
-  groups = runner.prepare(config, workdir, write=False, this_host=False)
+  groups = checks.prepare(config, workdir, write=False, this_host=False)
   specs = experiments.study(config, len(groups))
   held = Workdir(workdir)
   finished = {spec.run_id for spec in specs if held.finished(spec.run_id)}
   final = {spec.run_id for spec in specs if spec.treatment == 'base'
-           and held.has_checkpoint(spec.run_id, runner.total_steps(config, spec))}
+           and held.has_checkpoint(spec.run_id, experiments.total_steps(config, spec))}
   report = files.exists(os.path.join(workdir, writer.REPORT_DIR, 'findings.md'))
   jobs = plan.plan(specs, finished, final, FLAGS.runs_per_task, report)
   if not jobs:
@@ -110,7 +106,7 @@ def main(argv):
     print(f'{len(jobs)} jobs for {runs} of {len(specs)} runs.')
     return
   submit.check_sbatch(options)
-  runner.prepare(config, workdir, this_host=False)  # config.json before the first task.
+  checks.prepare(config, workdir, this_host=False)  # config.json before the first task.
   ids = submit.submit(jobs, s, log=lambda line: print(line, flush=True))
   print(f'{len(jobs)} jobs for {runs} of {len(specs)} runs; logs in {s.logs}. Follow them '
         f'with squeue --me and tail -f {s.logs}/*.out; run this command again to submit '

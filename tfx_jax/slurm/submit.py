@@ -127,17 +127,19 @@ def wait(jobs: list[Job], ids: dict[str, str], s: scripts.Settings,
         failed.append(_failure(f'task {k} of {job.key}', f'{ids[job.key]}_{k}',
                                s.log_path(job, ids[job.key], k), f'left {", ".join(left)} '
                                f'unfinished'))
-    if not job.is_array and state(ids[job.key]) not in ('COMPLETED', ''):
+    ended = '' if job.is_array else state(ids[job.key])
+    if ended not in ('COMPLETED', ''):
       failed.append(_failure(job.key, ids[job.key], s.log_path(job, ids[job.key], None),
-                             f'ended {state(ids[job.key])}'))
+                             f'ended {ended}', ended))
   return failed
 
 
-def _failure(what: str, job_id: str, log: str, how: str) -> str:
+def _failure(what: str, job_id: str, log: str, how: str, ended: str | None = None) -> str:
   if files.exists(log):
     return f'{what} (job {job_id}) {how}: see {log}'
-  return (f'{what} (job {job_id}) {how}; it never started ({state(job_id) or "no state"}): '
-          f'a job it waits for failed')
+  ended = state(job_id) if ended is None else ended
+  return f'{what} (job {job_id}) {how}; it never started ({ended or "no state"}): a job it ' \
+         f'waits for failed'
 
 
 
