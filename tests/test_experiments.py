@@ -4,6 +4,7 @@ from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments
 
 LAYERS = (1, 2, 3, 4, 5, 6, 7)
+LAYERS7 = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
 
 
 def test_transfer_grid_has_every_treatment_and_bases_first():
@@ -24,10 +25,10 @@ def test_transfer_grid_has_every_treatment_and_bases_first():
 def test_run_ids_and_cut():
   anb = experiments.RunSpec('random:2', 'transfer_ft', 'A', 'B', 3, 1)
   assert anb.run_id == 'random2-A3B+-s1'
-  assert anb.frozen_n == 0 and anb.copies_base
+  assert anb.plan(7).frozen(LAYERS7) == () and anb.plan(7).copied(LAYERS7) == LAYERS7[:3]
   assert anb.base == experiments.RunSpec('random:2', 'base', 'A', 'A', 0, 1)
   bnb = experiments.RunSpec('m_n', 'selffer', 'B', 'B', 5, 0)
-  assert bnb.run_id == 'm_n-B5B-s0' and bnb.frozen_n == 5
+  assert bnb.run_id == 'm_n-B5B-s0' and bnb.plan(7).frozen(LAYERS7) == LAYERS7[:5]
   assert bnb.base.run_id == 'm_n-baseB-s0'
   assert anb.init_seed != anb.base.init_seed != bnb.init_seed
   # A custom split's '/' would nest folders: run ids are one path component.
@@ -54,7 +55,8 @@ def test_random_filters_grid():
   runs = experiments.grid('random_filters', 'all', seeds=(0,), layers=LAYERS)
   assert runs[0].run_id == 'all-baseall-s0'
   assert [r.n for r in runs[1:]] == list(LAYERS)
-  assert all(r.treatment == 'random_frozen' and r.frozen_n == r.n and not r.base
+  assert all(r.treatment == 'random_frozen' and not r.base
+             and r.plan(7).frozen(LAYERS7) == LAYERS7[:r.n] and not r.plan(7).copied(LAYERS7)
              for r in runs[1:])
 
 

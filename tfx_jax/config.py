@@ -71,7 +71,9 @@ LOGISTICS = ('data_dir', 'source_data_dir', 'data_cache_dir', 'num_workers', 'de
 ADDED_LATER = {'layer_groups': [], 'source_dataset': '', 'target_examples_per_class': [],
                'source_data_dir': None, 'axis_name': 'batch', 'base_a': '', 'base_b': '',
                'image_size': None, 'train_split': None, 'eval_split': None,
-               'source_solver': {k: None for k in SOLVER_FIELDS}, 'precision': 'float32'}
+               'source_solver': {k: None for k in SOLVER_FIELDS}, 'precision': 'float32',
+               'tune': {'probe_fraction': 0.5, 'l2sp_alpha': 0.1, 'l2sp_beta': 0.01,
+                        'layer_decay': 0.75, 'wise_alphas': [0.0, 0.25, 0.5, 0.75, 1.0]}}
 
 
 def differing_fields(old: dict, new: dict) -> list[str]:
@@ -158,6 +160,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.momentum = 0.9
   c.weight_decay = 5e-4
   c.bias_lr_mult = 2.0
+  # Which layers to tune, and how (docs/tune.md): the treatments surgical,
+  # linear_probe, lp_ft, l2sp and llrd, run when config.only names them.
+  # probe_fraction: LP-FT's steps of the head alone; l2sp_alpha (toward the
+  # transferred values) and l2sp_beta (toward 0, the other weights) replace
+  # weight_decay in l2sp (Li et al. 2018's 0.1 and 0.01); layer_decay: llrd's
+  # group g of L trains at lr * layer_decay ** (L - g); wise_alphas: every
+  # fine-tuned run that copies groups (AnB+ and the four above) is also
+  # evaluated with them at (1 - a) * transferred + a * fine-tuned (WiSE-FT).
+  c.tune = ml_collections.ConfigDict({'probe_fraction': 0.5, 'l2sp_alpha': 0.1,
+                                      'l2sp_beta': 0.01, 'layer_decay': 0.75,
+                                      'wise_alphas': (0.0, 0.25, 0.5, 0.75, 1.0)})
 
   c.eval_every = 1000  # PAPER.md: validation every 1000 iterations.
   c.eval_examples = 0  # 0: the whole eval split of the half.

@@ -55,10 +55,15 @@ def fields(c: ml_collections.ConfigDict) -> None:
       ('sweep.poll_seconds', c.sweep.poll_seconds > 0, 'a positive number', 30),
       # CKA's unbiased HSIC needs minibatches of 4 or more.
       ('analysis.batch_size', c.analysis.batch_size >= 4, '4 or more', 250),
-      ('analysis.eval_examples', c.analysis.eval_examples >= 4, '4 or more', 1000)):
+      ('analysis.eval_examples', c.analysis.eval_examples >= 4, '4 or more', 1000),
+      ('tune.probe_fraction', 0 < c.tune.probe_fraction < 1, 'in (0, 1)', 0.5),
+      ('tune.l2sp_alpha', 0 <= c.tune.l2sp_alpha < math.inf, '0 or more', 0.1),
+      ('tune.l2sp_beta', 0 <= c.tune.l2sp_beta < math.inf, '0 or more', 0.01),
+      ('tune.layer_decay', 0 < c.tune.layer_decay <= 1, 'in (0, 1]', 0.75)):
     if not ok:
       raise UserError(f'config.{name} must be {rule}, got {_field(c, name)}; e.g. '
                       f'--config.{name}={example}.')
+  experiments.wise_alphas(c)
   if c.get('image_size') is not None and not 8 <= c.image_size <= 4096:
     raise UserError(f'config.image_size must be 8..4096 (or unset), got {c.image_size}; '
                     f'e.g. --config.image_size=32.')

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 from tfx_jax.data.tasks import ALL, FROM
 from tfx_jax.errors import UserError
+from tfx_jax.models.plan import FRESH, TRANSFERRED, GroupPlan, Plan
 
-# name -> (copies layers from a base, first n frozen, paper's notation)
+# name -> (copies layers from a base, first n frozen, notation in figures)
 TREATMENTS = {
     'base': (False, False, 'base'),
     'selffer': (True, True, 'BnB'),
@@ -18,11 +19,26 @@ TREATMENTS = {
     'transfer': (True, True, 'AnB'),
     'transfer_ft': (True, False, 'AnB+'),
     'random_frozen': (False, True, 'random frozen'),
+    # Which layers to tune, and how (docs/tune.md); each copies from the other
+    # half's base, as AnB. Surgical fine-tuning (Lee et al. 2023): every group
+    # copied, group n alone (and the head) trains; linear probe: every group
+    # copied and frozen (n = L); LP-FT (Kumar et al. 2022): a probe, then AnB+;
+    # L2-SP (Li et al. 2018) and layer-wise learning-rate decay (ULMFiT, BEiT): AnB+.
+    'surgical': (True, False, 'surgical'),
+    'linear_probe': (True, True, 'linear probe'),
+    'lp_ft': (True, False, 'LP-FT'),
+    'l2sp': (True, False, 'L2-SP'),
+    'llrd': (True, False, 'LLRD'),
 }
 LABELS = {name: label for name, (_, _, label) in TREATMENTS.items()}
 TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
+TUNE_TREATMENTS = ('surgical', 'linear_probe', 'lp_ft', 'l2sp', 'llrd')
+# Fine-tuned runs that copy groups: each is also evaluated WiSE-interpolated.
+WISE_TREATMENTS = ('transfer_ft', 'surgical', 'lp_ft', 'l2sp', 'llrd')
 EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
                'random_filters': ('base', 'random_frozen')}
+# Treatments an experiment runs only when config.only names them.
+ON_REQUEST = {'transfer': TUNE_TREATMENTS}
 # ALL ('all'): the paper's task of the random-filters experiment, every class.
 # FROM ('from:'): the split of tasks from two datasets, 'from:<source_dataset>'.
 
@@ -47,6 +63,8 @@ class RunSpec:
       label = f'base{self.target}'
     elif self.treatment == 'random_frozen':
       label = f'random{self.n}{self.target}'
+    elif self.treatment in TUNE_TREATMENTS:
+      label = f'{self.source}{self.n}{self.target}_{self.treatment}'
     else:
       label = f'{self.source}{self.n}{self.target}'
       label += '+' if self.treatment.endswith('_ft') else ''
@@ -59,10 +77,34 @@ class RunSpec:
   def copies_base(self) -> bool:
     return TREATMENTS[self.treatment][0]
 
+  def plan(self, num_groups: int, tune=None, total_steps: int = 0) -> Plan:
+    """What happens to each of the model's `num_groups` groups and its head
+    (models/plan.py). `tune`: config.tune (probe_fraction, l2sp_alpha,
+    l2sp_beta, layer_decay); `total_steps`: the run's, for LP-FT's probe."""
+    t, n, copies, frozen = self.treatment, self.n, *TREATMENTS[self.treatment][:2]
+    values = self.source if copies else FRESH
+    groups = [GroupPlan(values if g <= n else FRESH, not (frozen and g <= n))
+              for g in range(1, num_groups + 1)]
+    if t == 'surgical':
+      groups = [GroupPlan(values, g == n) for g in range(1, num_groups + 1)]
+    elif t == 'linear_probe':
+      groups = [GroupPlan(values, False) for _ in range(num_groups)]
+    elif t == 'lp_ft':
+      probe = min(max(round(tune.probe_fraction * total_steps), 1), total_steps - 1)
+      return Plan(tuple(groups), probe_steps=max(probe, 0))
+    elif t == 'l2sp':
+      groups = [dataclasses.replace(g, decay_toward=TRANSFERRED) if g.values != FRESH else g
+                for g in groups]
+      return Plan(tuple(groups), l2sp=(float(tune.l2sp_alpha), float(tune.l2sp_beta)))
+    elif t == 'llrd':
+      groups = [dataclasses.replace(g, lr_mult=float(tune.layer_decay) ** (num_groups - i))
+                for i, g in enumerate(groups, 1)]
+    return Plan(tuple(groups))
+
   @property
-  def frozen_n(self) -> int:
-    """How many leading layers stay fixed during training."""
-    return self.n if TREATMENTS[self.treatment][1] else 0
+  def wise(self) -> bool:
+    """Whether the run is also evaluated WiSE-interpolated (config.tune.wise_alphas)."""
+    return self.treatment in WISE_TREATMENTS
 
   @property
   def base(self) -> RunSpec | None:
@@ -115,8 +157,9 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
              for r in _grid(experiment, split, seeds, layers, only, targets, num_groups)]
   runs = list(dict.fromkeys(runs))
   bases = [r for r in runs if r.treatment == 'base']
+  order = {k: i for i, k in enumerate((*sizes, 0))}  # Base A (size 0) after B's sizes.
   bases.sort(key=lambda r: (r.seed, r.target != 'B', r.target,
-                            sizes.index(r.examples_per_class)))
+                            order[r.examples_per_class]))
   return bases + [r for r in runs if r.treatment != 'base']
 
 
@@ -126,7 +169,7 @@ def _grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[in
   if experiment not in EXPERIMENTS:
     raise UserError(f'Unknown experiment {experiment!r}; known: '
                     f'{", ".join(EXPERIMENTS)}.')
-  allowed = EXPERIMENTS[experiment]
+  allowed = EXPERIMENTS[experiment] + ON_REQUEST.get(experiment, ())
   only, targets = names(only), names(targets)
   bad = [t for t in only if t not in allowed]
   if bad:
@@ -141,7 +184,7 @@ def _grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[in
                     f'n = 0 is the base network).')
   if not seeds:
     raise UserError('config.seeds is empty; give at least one seed, e.g. (0,).')
-  chosen = [t for t in allowed if not only or t in only]
+  chosen = [t for t in allowed if t in only or not only and t in EXPERIMENTS[experiment]]
   if split == ALL:
     if experiment != 'random_filters':
       raise UserError(f'Split {ALL!r} (every class) has no halves to transfer '
@@ -163,7 +206,10 @@ def _grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[in
             source = target
           else:
             source = 'A' if target == 'B' else 'B'
-          runs.append(RunSpec(split, treatment, source, target, n, seed))
+          # The linear probe tunes no group: one run, n = L, whatever the n.
+          at = num_groups if treatment == 'linear_probe' else n
+          runs.append(RunSpec(split, treatment, source, target, at, seed))
+  runs = list(dict.fromkeys(runs))
   bases = {r.base for r in runs if r.base}
   if 'base' in chosen:
     bases |= {RunSpec(split, 'base', t, t, 0, s) for s in seeds for t in targets}
@@ -206,6 +252,7 @@ def _parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
   for experiment, split, part_only in map(parse_part, names(config.parts)):
     treatments = part_only or EXPERIMENTS.get(experiment, ())
     if only:
+      treatments += ON_REQUEST.get(experiment, ()) if not part_only else ()
       treatments = tuple(t for t in treatments if t in only)
     if treatments or not only:
       chosen.append((experiment, split, treatments))
@@ -228,6 +275,19 @@ def study(config, num_groups: int = 7) -> list[RunSpec]:
         specs.append(spec)
   return ([s for s in specs if s.treatment == 'base']
           + [s for s in specs if s.treatment != 'base'])
+
+
+def wise_alphas(config) -> tuple[float, ...]:
+  """config.tune.wise_alphas as numbers, each in [0, 1]; UserError otherwise."""
+  values = config.tune.wise_alphas
+  try:
+    alphas = tuple(float(a) for a in (names((values,)) if isinstance(values, str) else values))
+  except (TypeError, ValueError):
+    alphas = ()
+  if not alphas or not all(0 <= a <= 1 for a in alphas):
+    raise UserError(f'config.tune.wise_alphas must be numbers in [0, 1], got {values!r}; '
+                    f'e.g. --config.tune.wise_alphas=0,0.5,1.')
+  return tuple(dict.fromkeys(alphas))
 
 
 def total_steps(config, spec: RunSpec) -> int:

@@ -52,16 +52,22 @@ class Result:
   pretrained: str = ''
   # The steps' arithmetic (config.precision); files written before it: float32.
   precision: str = 'float32'
+  # WiSE-FT: (alpha, top-1 at the last step) of the run's network with its
+  # copied groups interpolated toward the base's; in results.csv a column
+  # wise_top1_<alpha> per alpha (docs/tune.md). Empty for other runs.
+  wise: tuple[tuple[float, float], ...] = ()
 
   @classmethod
   def of_run(cls, spec: experiments.RunSpec, history: Sequence[dict], steps: int,
-             wall_s: float, pretrained: str = '', precision: str = 'float32') -> Result:
+             wall_s: float, pretrained: str = '', precision: str = 'float32',
+             wise: Sequence[tuple[float, float]] = ()) -> Result:
     """The result of `spec` from its evaluations ({'top1', 'top5', ...} each)."""
     last = history[-1]
     return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
                spec.n, spec.seed, last['top1'], last['top5'],
                best10([h['top1'] for h in history]), steps, round(wall_s, 3),
-               spec.examples_per_class, pretrained, precision)
+               spec.examples_per_class, pretrained, precision,
+               tuple((float(a), float(t)) for a, t in wise))
 
   @property
   def accuracy(self) -> float:
@@ -88,7 +94,8 @@ class Result:
     return dataclasses.asdict(self)
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name != 'wise')
+WISE_PREFIX = 'wise_top1_'  # A column per WiSE alpha, e.g. wise_top1_0.5.
 # Written only when some run differs from this.
 OPTIONAL = {'examples_per_class': 0, 'pretrained': ''}
 # Written in every file, read as this from files written before it.
@@ -123,12 +130,14 @@ def to_csv(results: Iterable[Result]) -> str:
   results = list(results)
   columns = [f for f in FIELDS if f not in OPTIONAL
              or any(getattr(r, f) != OPTIONAL[f] for r in results)]
+  alphas = sorted({a for r in results for a, _ in r.wise})
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(columns)
+  writer.writerow(columns + [f'{WISE_PREFIX}{a:g}' for a in alphas])
   for result in results:
-    row = result.as_dict()
-    writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in columns])
+    row, wise = result.as_dict(), dict(result.wise)
+    writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in columns]
+                    + [repr(wise[a]) if a in wise else '' for a in alphas])
   return out.getvalue()
 
 
@@ -143,8 +152,15 @@ def from_dict(row: dict, where: str) -> Result:
   except ValueError as e:
     raise UserError(f'{where}: {e} (n, seed, steps, examples_per_class must be '
                     f'integers; top1, top5, best10_top1, wall_s numbers).') from None
+  try:
+    wise = row.get('wise') or [(float(k[len(WISE_PREFIX):]), float(v))
+                               for k, v in row.items()
+                               if k.startswith(WISE_PREFIX) and v not in ('', None)]
+    wise = tuple((float(a), float(t)) for a, t in wise)
+  except (TypeError, ValueError):
+    raise UserError(f'{where}: the WiSE top-1 values must be numbers.') from None
   result = Result(**{c: str(row[c]) for c in FIELDS if c not in ints and c not in floats},
-                  **ints, **floats)
+                  **ints, **floats, wise=wise)
   problem = _problem(result)
   if problem:
     raise UserError(f'{where}: {problem}.')
@@ -164,11 +180,13 @@ def _problem(r: Result) -> str | None:
   if treatment in ('selffer', 'selffer_ft') and (source != target
                                                  or target not in ('A', 'B')):
     return f'a selffer needs source == target in A, B, got {source!r}, {target!r}'
-  if treatment in ('transfer', 'transfer_ft') and {source, target} != {'A', 'B'}:
+  if (treatment in ('transfer', 'transfer_ft', *experiments.TUNE_TREATMENTS)
+      and {source, target} != {'A', 'B'}):
     return f'a transfer needs source != target in A, B, got {source!r}, {target!r}'
   if treatment == 'random_frozen' and not target:
     return 'a random_frozen run needs a target'
   bad = [c for c in ('top1', 'top5', METRIC) if not 0 <= getattr(r, c) <= 1]
+  bad += [f'{WISE_PREFIX}{a:g}' for a, t in r.wise if not 0 <= a <= 1 or not 0 <= t <= 1]
   if bad:
     return f'{", ".join(bad)} outside [0, 1]'
   if r.steps < 0:

@@ -28,6 +28,8 @@ from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
 from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
+from tfx_jax.models import plan as plan_lib
+from tfx_jax.models.plan import Plan
 from tfx_jax.training import checkpoints, eval_cache, loop, preemption, steps
 
 
@@ -98,17 +100,16 @@ class Grid:
       self._norms[key] = steps.normalizer(*key)
     return self._norms[key]
 
-  # Compiled functions, shared by every run with the same shapes and cut.
-  def optimizer(self, params, frozen_n: int, c: ml_collections.ConfigDict):
-    key = (frozen_n, *(c[k] for k in config_lib.SOLVER_FIELDS))
+  # Compiled functions, shared by every run with the same shapes and plan.
+  def optimizer(self, params, plan: Plan, c: ml_collections.ConfigDict):
+    key = (plan.solver_key(), *(c[k] for k in config_lib.SOLVER_FIELDS))
     if key not in self._optimizers:
       schedule = optim.make_schedule(c.schedule, c.lr, c.total_steps,
                                      step_size=c.lr_step, gamma=c.lr_gamma,
                                      warmup_steps=c.warmup_steps)
-      labels = surgery.freeze_labels(params, self.first(frozen_n))
-      self._optimizers[key] = optim.make_optimizer(
-          labels, schedule, momentum=c.momentum, weight_decay=c.weight_decay,
-          bias_lr_mult=c.bias_lr_mult)
+      self._optimizers[key] = optim.plan_optimizer(
+          params, self.groups, plan, schedule, momentum=c.momentum,
+          weight_decay=c.weight_decay, bias_lr_mult=c.bias_lr_mult)
     return self._optimizers[key]
 
   def _batch_shapes(self, b: int, with_mask: bool):
@@ -120,12 +121,12 @@ class Grid:
       shapes['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
     return shapes
 
-  def train_step(self, model, optimizer, state, frozen_n: int, task: tasks.Task,
+  def train_step(self, model, optimizer, state, frozen: tuple[str, ...], task: tasks.Task,
                  batch_size: int):
-    key = (model.num_classes, frozen_n, id(optimizer), id(self.preprocess(task)), batch_size)
+    key = (model.num_classes, frozen, id(optimizer), id(self.preprocess(task)), batch_size)
     if key not in self._steps:
       with self.progress.phase('compile'):
-        step = steps.make_train_step(model, optimizer, self.first(frozen_n),
+        step = steps.make_train_step(model, optimizer, frozen,
                                      self.mesh, self.preprocess(task), self.config.precision)
         self._steps[key] = step.lower(state, self._batch_shapes(batch_size, False)).compile()
     return self._steps[key]
@@ -139,10 +140,6 @@ class Grid:
         self._evals[key] = step.lower(
             variables, self._batch_shapes(self.config.eval_batch_size, True)).compile()
     return self._evals[key]
-
-  def first(self, n: int) -> tuple[str, ...]:
-    """The paths of the model's first n transferable groups."""
-    return surgery.first_layers(n, self.groups)
 
   def eval_data(self, half: tuple[str, str]) -> eval_cache.EvalCache:
     """A task's eval batches: decoded at the grid's first evaluation on it, in
@@ -285,15 +282,22 @@ class Grid:
       return self.import_base(index, spec)
     c, task = self.run_config(spec), self.task(spec)
     model = registry.create(c.model, len(task.classes), c.axis_name)
+    plan = spec.plan(len(self.groups), c.tune, c.total_steps)
+    copied = plan.copied(self.groups)
     variables = self.init_variables(spec, model)
-    if spec.copies_base:  # Every collection: BatchNorm statistics too.
+    if copied:  # Every collection: BatchNorm statistics too.
       variables = surgery.transplant_variables(
-          variables, self.base_variables(spec.base), self.first(spec.n))
+          variables, self.base_variables(spec.base), copied)
     params = variables.pop('params')
-    optimizer = self.optimizer(params, spec.frozen_n, c)
+    optimizer = self.optimizer(params, plan, c)
     state = steps.create_state(params, optimizer, spec.init_seed, self.mesh,
                                model_state=variables)
-    step_fn = self.train_step(model, optimizer, state, spec.frozen_n, task, c.batch_size)
+    step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups), task,
+                              c.batch_size)
+    if plan.probe_steps:
+      probe_fn = self.train_step(model, optimizer, state, plan.probe_frozen(self.groups),
+                                 task, c.batch_size)
+      step_fn = steps.Phases((0, plan.probe_steps), (probe_fn, step_fn))
     eval_fn = self.eval_step(model, state.variables, task)
     data = input_pipeline.train_iterator(
         task.data, task.classes, batch_size=c.batch_size // jax.process_count(),
@@ -306,16 +310,31 @@ class Grid:
                             self.local_eval_batch, self.mesh)
 
     try:
-      _, history = loop.train_and_evaluate(
+      state, history = loop.train_and_evaluate(
           c, spec.run_id, self.workdir.run_dir(spec.run_id), state, step_fn, evaluate,
           data, mesh=self.mesh, watch=self.preemption, progress=self.progress,
           log=self.log, label=f'[{index + 1}/{len(self.specs)} {spec.run_id}]')
     finally:
       data.close()  # Stops its worker processes now, not at garbage collection.
+    wise = self.wise(spec, state.variables, copied, evaluate) if spec.wise and copied else ()
     result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s,
-                           precision=c.precision)
+                           precision=c.precision, wise=wise)
     self.workdir.save_result(result)
     return result
+
+  def wise(self, spec: experiments.RunSpec, variables, copied: tuple[str, ...],
+           evaluate) -> tuple[tuple[float, float], ...]:
+    """(alpha, top-1) of the run's final network with its copied groups
+    WiSE-interpolated toward the base's values, for each config.tune.wise_alphas."""
+    base = self.base_variables(spec.base)
+    out = []
+    with self.progress.phase('eval'):
+      for alpha in experiments.wise_alphas(self.config):
+        mixed = {name: plan_lib.interpolate(tree, base[name], alpha, copied)
+                 for name, tree in variables.items()}
+        out.append((alpha, evaluate(mixed)['top1']))
+    self.log(f'  WiSE top1 by alpha: ' + ', '.join(f'{a:g}: {t:.4f}' for a, t in out))
+    return tuple(out)
 
   def write_results(self) -> str:
     return self.workdir.write_results([spec.run_id for spec in self.specs])

@@ -14,7 +14,7 @@ import os
 
 from tfx_jax import errors, files
 from tfx_jax.grid import results
-from tfx_jax.report import comparisons, figures, over_time, tables, target_size
+from tfx_jax.report import comparisons, figures, over_time, tables, target_size, tune
 from tfx_jax.report import findings as fnd
 from tfx_jax.report.comparisons import FAMILY_NAMES
 
@@ -107,6 +107,9 @@ def write_report(workdir: str) -> dict:
   }
   if len(target_size.sizes(every_size)) > 1:
     texts['target_size.md'] = target_size.markdown(every_size)
+  tuned = tune.families(runs)
+  if tuned:
+    texts['tune.md'] = tune.markdown(runs, dataset, groups)
   for name, text in texts.items():
     files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
@@ -116,7 +119,11 @@ def write_report(workdir: str) -> dict:
       ('figure3', figures.figure3(runs, dataset, groups), ('png',)),
       ('over_time', figures.over_time(table, title, len(groups)), ('png',)),
       *((('target_size', target_size.figure(every_size, dataset), ('png',)),)
-        if len(target_size.sizes(every_size)) > 1 else ())):
+        if len(target_size.sizes(every_size)) > 1 else ()),
+      *((f'tune_{family}', tune.figure(runs, family, dataset, groups), ('png',))
+        for family in tuned),
+      *((f'wise_{family}', tune.wise_figure(runs, family, dataset), ('png',))
+        for family in tuned)):
     for fmt in formats:
       files.atomic_write(os.path.join(out, f'{name}.{fmt}'), figures.to_bytes(fig, fmt))
   return result

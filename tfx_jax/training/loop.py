@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 
 from tfx_jax.progress import Progress
 from tfx_jax.training import checkpoints, metrics, preemption, prefetch
-from tfx_jax.training.steps import TrainState, global_batch
+from tfx_jax.training.steps import Phases, TrainState, global_batch
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: str,
@@ -26,6 +26,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
   """Train one run to config.total_steps, resuming from its newest checkpoint.
 
   `data` yields this process's batches and has get_state/set_state;
+  `train_step` is one compiled step or steps.Phases (one by step range);
   `evaluate(variables)` gives count, top1, top5 and loss. Every eval_every steps
   the run is evaluated and logged, every checkpoint_every steps (and at the end)
   the state, the data iterator, the evaluations so far and the progress are
@@ -78,7 +79,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_id: str, run_dir: 
           if step not in ckpts.steps():
             save(force=True)
           raise preemption.Preempted(run_id, step, watch.signum) from None
-        state, step_metrics = train_step(state, batch)
+        run_step = train_step.at(step) if isinstance(train_step, Phases) else train_step
+        state, step_metrics = run_step(state, batch)
         pending.append(step_metrics)
       step += 1
       segment_steps += 1

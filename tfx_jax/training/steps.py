@@ -6,6 +6,7 @@ many hosts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
@@ -192,6 +193,17 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   return jax.jit(step, in_shardings=(rep, batch_sharded(mesh)),
                  out_shardings=(rep, rep), donate_argnums=0,
                  compiler_options=compiler_options(mesh))
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+  """Train steps by the step they start at (LP-FT: the head's probe, then
+  every group): `at(step)` is the one that trains step `step` (0-based)."""
+  starts: tuple[int, ...]
+  steps: tuple[Callable, ...]
+
+  def at(self, step: int) -> Callable:
+    return self.steps[max(i for i, start in enumerate(self.starts) if start <= step)]
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh,
