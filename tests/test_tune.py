@@ -4,6 +4,7 @@ hand-computed updates; WiSE's ends; the paper's treatments as before."""
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -283,3 +284,12 @@ def test_paper_treatments_compute_what_they_computed_before_plans(runlocal_grid,
     for key in ('top1', 'top5', 'best10_top1'):
       assert abs(float(row[key]) - float(now[run_id][key])) <= 1 / 128, (run_id, key)
   shutil.rmtree(workdir)
+
+
+def test_own_model_pages_python_examples_run():
+  """docs/own_model.md's examples, the tuning plans' included, as a user pastes them."""
+  with open(os.path.join(ROOT, 'docs', 'own_model.md')) as f:
+    blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+  assert len(blocks) >= 2 and any('plan.tune_labels' in b for b in blocks)
+  for block in blocks:
+    exec(compile(block, 'docs/own_model.md', 'exec'), {})  # pylint: disable=exec-used
