@@ -194,7 +194,8 @@ def _pool(workers: int) -> multiprocessing.pool.Pool:
   """Worker processes that ignore SIGINT from their start: Ctrl-C reaches the
   terminal's whole process group, and only this process answers it (the pool's
   exit then terminates them). A spawned child inherits an ignored SIGINT
-  through exec, and Python keeps it ignored."""
+  through exec, and Python keeps it ignored; a Ctrl-C in the milliseconds the
+  pool takes to start is not seen."""
   if threading.current_thread() is not threading.main_thread():
     return multiprocessing.get_context('spawn').Pool(workers)
   handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
