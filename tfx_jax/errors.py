@@ -3,6 +3,8 @@ one line `error: ...` on stderr, exit code 2, no traceback (unless --verbose).""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sys
 import traceback
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from absl import app, flags, logging
 
 EXIT_CODE = 2  # As absl and argparse exit on bad flags.
+INTERRUPTED = 130  # 128 + SIGINT: how shells report a Ctrl-C.
 
 flags.DEFINE_bool('verbose', False, 'Show library logs and warnings, and Python tracebacks '
                   'for input errors (the exit code stays the same).')
@@ -65,6 +68,29 @@ def loaded_config(flag_values, name: str = 'config'):
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(explain(e)) from e
   return config
+
+
+# Faults of the machine that a user fixes as they fix bad input: one line.
+_WRITE_FAULTS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
+                 errno.EROFS: 'the filesystem is read-only', errno.EACCES: 'permission denied',
+                 errno.EPERM: 'permission denied'}
+
+
+def write_fault(error: BaseException, where: str, flag: str) -> str | None:
+  """One line for a full disk, a read-only filesystem or a denied write (a
+  denied access counts only at or under the directory `where`: elsewhere it
+  may be a read), naming the path and what to do: free space, or another
+  `flag`. None for any other error."""
+  if not isinstance(error, OSError) or error.errno not in _WRITE_FAULTS:
+    return None
+  path = os.fsdecode(error.filename) if error.filename else where
+  inside = os.path.abspath(path) + os.sep
+  if (error.errno in (errno.EACCES, errno.EPERM)
+      and not inside.startswith(os.path.abspath(where) + os.sep)):
+    return None
+  fix = (f'free space there, or pass another {flag}' if error.errno in (errno.ENOSPC, errno.EDQUOT)
+         else f'pass a {flag} you can write to')
+  return f'Cannot write {path}: {_WRITE_FAULTS[error.errno]}; {fix}.'
 
 
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')

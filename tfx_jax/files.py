@@ -35,8 +35,9 @@ def is_local(path: str | os.PathLike) -> bool:
 
 
 def check_path(path: str, flag: str) -> None:
-  """A UserError naming `flag` unless `path` is a local path or gs://BUCKET/...:
-  caught at start-up, not at the first checkpoint hours later."""
+  """A UserError naming `flag` unless `path` is a local path or gs://BUCKET/...
+  (with gcsfs installed): caught at start-up, not at the first checkpoint hours
+  later."""
   try:
     path.encode('utf-8')
   except UnicodeEncodeError:
@@ -49,6 +50,11 @@ def check_path(path: str, flag: str) -> None:
                              f'path or gs://BUCKET/PATH.')
     if not rest.split('/')[0]:
       raise errors.UserError(f'{flag}={path} names no bucket; use gs://BUCKET/PATH.')
+    try:
+      import gcsfs  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:  # fsspec would say so at the first read, in a long traceback.
+      raise errors.UserError(f'{flag}={path}: gs:// needs gcsfs, which is not installed; '
+                             f"pip install 'tfx-jax[gcs]' (or pip install gcsfs).") from None
   elif re.match(r'(gs|gcs|s3|https?|file|hdfs|az|abfss?):/', path):
     scheme, rest = path.split(':', 1)
     raise errors.UserError(f'{flag}={path} is not a URL (one slash after {scheme}:); did '
@@ -86,8 +92,11 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   path = os.fspath(path)
   directory = os.path.dirname(path) or '.'
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.',
-                             suffix='.tmp')
+  try:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.',
+                               suffix='.tmp')
+  except OSError as e:  # Named as the file it was for, not the temp file.
+    raise OSError(e.errno, e.strerror, path) from e
   try:
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read.
     with os.fdopen(fd, 'wb') as f:
@@ -95,9 +104,11 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(e, OSError) and e.filename is None:  # write() names no file (a full disk).
+      raise OSError(e.errno, e.strerror, path) from e
     raise
 
 

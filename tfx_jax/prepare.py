@@ -6,10 +6,12 @@
 What they write, and how: tfx_jax/data/sources/prepare.py and tfx_jax/data/sources/folders.py.
 """
 
+import sys
+
 from absl import flags
 
 from tfx_jax import errors
-from tfx_jax.data.sources import folders, ilsvrc
+from tfx_jax.data.sources import folders, ilsvrc, jpeg_shards
 from tfx_jax.data.sources.prepare import prepare
 from tfx_jax.errors import UserError
 
@@ -34,8 +36,19 @@ USAGE = ('Usage: python -m tfx_jax.prepare imagenet2012 --manual_dir=DIR [--data
 def main(argv):
   if len(argv) != 2 or argv[1] not in ('imagenet2012', 'folder'):
     raise UserError(USAGE)
+  try:
+    _prepare(argv[1])
+  except OSError as e:
+    fault = errors.write_fault(e, _DATA_DIR.value or jpeg_shards.default_data_dir(),
+                               '--data_dir')
+    if not fault:
+      raise
+    raise UserError(f'{fault} A rerun keeps the shards written.') from e
+
+
+def _prepare(what: str) -> None:
   log = lambda m: print(m, flush=True)  # noqa: E731
-  if argv[1] == 'folder':
+  if what == 'folder':
     if not _SOURCE_DIR.value or not _NAME.value:
       raise UserError('folder needs --source_dir=DIR (one subfolder per class) and '
                       '--name=NAME (then --config.dataset=folder:NAME).')
@@ -50,5 +63,14 @@ def main(argv):
           images_per_shard=_PER_SHARD.value, log=log)
 
 
+def run():
+  try:
+    errors.run(main)
+  except KeyboardInterrupt:  # Workers ignore SIGINT (data/sources/prepare.py): one line.
+    print('Interrupted (Ctrl-C); the shards written are kept: run the same command again '
+          'to resume.', file=sys.stderr)
+    sys.exit(errors.INTERRUPTED)
+
+
 if __name__ == '__main__':
-  errors.run(main)
+  run()

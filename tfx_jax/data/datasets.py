@@ -118,6 +118,13 @@ def _own_spec(name: str, data_dir: str | None, image_size: int | None,
   splits = info['splits']
   train = train_split or 'train'
   evals = eval_split or next((s for s in ('test', 'validation') if s in splits), None)
+  if evals is None:
+    other = next((s for s in splits if s != train), None)
+    fix = (f'set --config.eval_split={other} (or another of them)' if other else
+           f'prepare it with a held-out split, or set --config.eval_split={train} '
+           f'to evaluate on the training images')
+    raise UserError(f'Dataset {name} has no test or validation split to evaluate on; its '
+                    f'splits: {", ".join(splits)}. Choose one: {fix}.')
   for field, split in (('train_split', train), ('eval_split', evals)):
     if split not in splits:
       raise UserError(f'Dataset {name} has no split {split!r} (config.{field}); its '

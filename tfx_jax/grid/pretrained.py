@@ -78,6 +78,7 @@ def load(path: str, what: str) -> dict:
   """The Flax variables at `path` as nested dicts of numpy arrays: a params
   tree alone becomes {'params': tree}; a tfx_jax train state its params and
   model_state. `what` names the field in errors."""
+  files.check_path(path, what)
   if not files.exists(path):
     raise UserError(f'{what} {path!r} does not exist; give a checkpoint directory, '
                     f'a msgpack file or an .npz (docs/own_model.md).')

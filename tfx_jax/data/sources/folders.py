@@ -87,32 +87,98 @@ def _entries(directory: str) -> list[os.DirEntry]:
     raise UserError(f'Cannot read {directory} ({e.strerror}).') from None
 
 
-def _class_files(class_dir: str) -> tuple[list[str], list[str]]:
-  """Image files under class_dir (any depth, symlinks followed), and the others."""
-  found, ignored = [], []
-  for root, dirs, names in os.walk(class_dir, followlinks=True):
-    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-    for n in sorted(names):
-      if n.startswith('.'):
-        continue
-      path = os.path.join(root, n)
-      (found if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS else ignored).append(path)
-  return found, ignored
+def _within(path: str, top: str) -> bool:
+  return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
 
 
-def _classes(directory: str) -> dict[str, list[str]]:
-  """Class name -> its image files (absolute), for one DIR/<class>/ level."""
+class _Walk:
+  """Lists each real directory once (by resolved path). A link to a folder of
+  the listing (a loop, another class's folder) is skipped with one warning
+  naming it, so no image is listed under two classes or twice in one; a link
+  to a folder elsewhere is followed."""
+
+  def __init__(self, part_dirs: list[str], class_dirs: list[str]):
+    reals = {path: os.path.realpath(path) for path in class_dirs}
+    self.roots = [os.path.realpath(d) for d in part_dirs]
+    for path in filter(os.path.islink, class_dirs):  # Only a link can share a folder.
+      real = reals[path]
+      other = next((p for p, r in reals.items()
+                    if p != path and (_within(real, r) or _within(r, real))), None)
+      if other or any(_within(r, real) for r in self.roots):
+        what = f'sharing images with class folder {other}' if other else 'which holds it'
+        raise UserError(f'Class folder {path} is a link to {real}, {what}: an image in two '
+                        f'classes (or in train and test) makes results meaningless; remove '
+                        f'the link, or copy the images.')
+    self.classes = {r: p for p, r in reals.items()}  # Real class folder -> its path.
+    self.roots += list(self.classes)
+    self.seen = set(self.roots)
+
+  def enter(self, path: str, real: str, link: bool, parent: str) -> bool:
+    """Whether to list subfolder `path` (resolved: `real`, in `parent`)."""
+    if link and any(_within(real, r) or _within(r, real) for r in self.roots):
+      where = next((r for r in self.classes if _within(real, r)), None)
+      why = ('a folder that holds it: a loop' if _within(parent, real) else
+             f'{"" if real == where else "in "}class folder {self.classes[where]}, listed '
+             f'there' if where else 'a folder in or above the class folders')
+    elif real in self.seen:
+      why = 'a folder listed already'
+    else:
+      self.seen.add(real)
+      return True
+    errors.warn(f'Skipped {path}: a link to {real}, {why}; each folder counts once.')
+    return False
+
+  def files(self, class_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(path, real path) of each image file under class_dir (any depth, linked
+    files and folders followed), and the other files."""
+    found, ignored = [], []
+    stack = [(class_dir, os.path.realpath(class_dir))]
+    while stack:
+      directory, real_dir = stack.pop()
+      subdirs = []
+      for entry in _entries(directory):
+        link = entry.is_symlink()
+        real = os.path.realpath(entry.path) if link else os.path.join(real_dir, entry.name)
+        if entry.is_dir():  # Follows links.
+          if self.enter(entry.path, real, link, real_dir):
+            subdirs.append((entry.path, real))
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+          found.append((entry.path, real))
+        else:
+          ignored.append(entry.path)
+      stack.extend(reversed(subdirs))
+    return found, ignored
+
+
+def _class_dirs(directory: str) -> tuple[dict[str, str], list[str]]:
+  """Class name -> its folder, for one DIR/<class>/ level, and the other files."""
   out, ignored = {}, []
   for entry in _entries(directory):
     if entry.is_dir():  # Follows symlinks.
-      out[entry.name], skipped = _class_files(entry.path)
-      ignored += skipped
+      out[entry.name] = entry.path
     else:
       ignored.append(entry.path)
-  if ignored:
-    errors.warn(f'{len(ignored)} file(s) in {directory} are not images by their '
-                f'extension and are ignored, e.g. {ignored[0]}.')
-  return out
+  return out, ignored
+
+
+def _listed_once(parts: dict[str, dict[str, list[tuple[str, str]]]]) -> dict:
+  """`parts` with each real file once: a link to an image listed under another
+  name (in another class, or in train and test) is dropped, the file itself
+  kept, with one warning; so no image is in two classes or in both splits."""
+  owner = {}
+  for classes in parts.values():
+    for paths in classes.values():
+      for path, real in paths:
+        if real not in owner or (os.path.islink(owner[real]) and not os.path.islink(path)):
+          owner[real] = path
+  dropped = [p for classes in parts.values() for paths in classes.values()
+             for p, real in paths if owner[real] != p]
+  if dropped:
+    errors.warn(f'Skipped {len(dropped)} link(s) to images listed under another name '
+                f'(each image counts once), e.g. {dropped[0]} -> '
+                f'{os.path.realpath(dropped[0])}.')
+  return {part: {c: [p for p, real in paths if owner[real] == p]
+                 for c, paths in classes.items()} for part, classes in parts.items()}
 
 
 def list_folder(source_dir: str, eval_fraction: float) -> tuple[list[str], dict[str, Listing]]:
@@ -123,11 +189,21 @@ def list_folder(source_dir: str, eval_fraction: float) -> tuple[list[str], dict[
                     f'holding one subfolder per class.')
   top = {e.name for e in _entries(source_dir) if e.is_dir()}
   eval_dir = next((d for d in EVAL_DIRS if d in top), None)
-  if 'train' in top and eval_dir:
-    parts = {'train': _classes(os.path.join(source_dir, 'train')),
-             'test': _classes(os.path.join(source_dir, eval_dir))}
-  else:
-    parts = {'all': _classes(source_dir)}
+  part_dirs = ({'train': os.path.join(source_dir, 'train'),
+                'test': os.path.join(source_dir, eval_dir)} if 'train' in top and eval_dir
+               else {'all': source_dir})
+  dirs = {part: _class_dirs(d) for part, d in part_dirs.items()}
+  walk = _Walk(list(part_dirs.values()), [p for d, _ in dirs.values() for p in d.values()])
+  parts = {}
+  for part, (class_dirs, ignored) in dirs.items():
+    parts[part] = {}
+    for c, path in class_dirs.items():
+      parts[part][c], others = walk.files(path)
+      ignored += others
+    if ignored:
+      errors.warn(f'{len(ignored)} file(s) in {part_dirs[part]} are not images by their '
+                  f'extension and are ignored, e.g. {ignored[0]}.')
+  parts = _listed_once(parts)
   names = sorted(set().union(*parts.values()))
   if len(names) < 2:
     raise UserError(f'{source_dir} has {len(names)} class folder(s); it needs one '
@@ -230,6 +306,10 @@ def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: in
   if data_dir:
     files.check_path(data_dir, '--data_dir')
   root = jpeg_shards.dataset_dir(data_dir, dirname(name))
+  if files.is_local(root) and _within(os.path.realpath(root), os.path.realpath(source_dir)):
+    given = data_dir or f'{jpeg_shards.default_data_dir()} (the default)'
+    raise UserError(f'--data_dir {given} is inside --source_dir {source_dir}: a rerun would '
+                    f'list the prepared files as a class; pass a --data_dir outside it.')
   log(f'Listing {source_dir} ...')
   class_names, listings = list_folder(os.path.abspath(source_dir), eval_fraction)
   plan = {'format': jpeg_shards.FORMAT, 'version': jpeg_shards.VERSION,

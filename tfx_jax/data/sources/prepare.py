@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
+import signal
+import threading
 import time
 from concurrent import futures
 
@@ -180,11 +183,26 @@ def write_all(root: str, listings: dict, plan: dict, task, worker, images_per_sh
     for t in tasks:
       progress.add(worker(t)[2])
   else:
-    with multiprocessing.get_context('spawn').Pool(workers) as pool:
+    with _pool(workers) as pool:
       for _, _, n in pool.imap_unordered(worker, tasks):
         progress.add(n)
   progress.add(0, final=True)
   return progress.rate
+
+
+def _pool(workers: int) -> multiprocessing.pool.Pool:
+  """Worker processes that ignore SIGINT from their start: Ctrl-C reaches the
+  terminal's whole process group, and only this process answers it (the pool's
+  exit then terminates them). A spawned child inherits an ignored SIGINT
+  through exec, and Python keeps it ignored; a Ctrl-C in the milliseconds the
+  pool takes to start is not seen."""
+  if threading.current_thread() is not threading.main_thread():
+    return multiprocessing.get_context('spawn').Pool(workers)
+  handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    return multiprocessing.get_context('spawn').Pool(workers)
+  finally:
+    signal.signal(signal.SIGINT, handler)
 
 
 def _finish(root: str, listings, plan: dict, per_shard: int) -> None:

@@ -8,6 +8,7 @@ cache directory, so no host and no later start scans again.
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from etils import epath
 
 from tfx_jax import errors, files
 from tfx_jax.data import images as images_lib
+from tfx_jax.data.sources import jpeg_shards
 from tfx_jax.errors import UserError
 
 
@@ -33,6 +35,22 @@ def prepare_hint(tfds_name: str, data_dir: str | None) -> str:
             f'with `tfds build {tfds_name} --file_format=array_record{where}`.')
   return (f'Prepare it once, on a machine with TensorFlow, with `tfds build '
           f'{tfds_name} --file_format=array_record{where}` (docs/data.md).')
+
+
+def not_found(tfds_name: str, data_dir: str | None) -> str:
+  """For a name no TFDS builder has: the closest name, from TFDS's own list of
+  builders (offline, no TensorFlow) and the datasets prepared in data_dir."""
+  name = tfds_name.split('/')[0].split(':')[0]
+  where = data_dir or jpeg_shards.default_data_dir()
+  known = set(tfds.list_builders(with_community_datasets=False))
+  if files.is_local(where) and os.path.isdir(where):
+    known |= {d for d in os.listdir(where) if os.path.isdir(os.path.join(where, d))}
+  close = difflib.get_close_matches(name.lower(), sorted(known - {name}), n=1, cutoff=0.6)
+  if close:
+    return f'TFDS has no dataset {name!r}; did you mean tfds:{close[0]}{tfds_name[len(name):]}?'
+  return (f'TFDS has no dataset {name!r}, and none by that name is prepared in {where}: '
+          f'check the name (tfds.list_builders() lists them), or prepare your own '
+          f'builder there (docs/own_data.md).')
 
 
 def open_split(tfds_name: str, split: str, data_dir: str | None, decoders=None):
@@ -179,6 +197,8 @@ def describe(tfds_name: str, data_dir: str | None) -> dict:
   number of classes, class names, splits."""
   try:
     builder = tfds.builder(tfds_name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(not_found(tfds_name, data_dir)) from None
   except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds.
     raise UserError(f'TFDS dataset {tfds_name!r} is not prepared in '
                     f'{data_dir or "the TFDS data directory"} ({type(e).__name__}: '
