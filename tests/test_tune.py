@@ -30,7 +30,7 @@ ONLY = f'--config.only={",".join(TUNE)}'
 TUNE_CONFIG = ml_collections.ConfigDict({'probe_fraction': 0.5, 'l2sp_alpha': 0.1,
                                          'l2sp_beta': 0.01, 'layer_decay': 0.75})
 # The commit before run plans: the paper's treatments must compute what it computed.
-BEFORE_PLANS = '31d1acfed0e6ec96cc9e0fed2a01b3aea0fd04c3'
+BEFORE_PLANS = '31d1acfe72cdc214b067093f534c6ed0aee46076'
 
 
 @pytest.fixture(scope='session')
@@ -219,7 +219,9 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_pa
            '--config.report=false')
   proc = subprocess.Popen(cli_command(*flags), cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  target = os.path.join(workdir, 'runs', 'm_n-A3B_lp_ft-s0', 'checkpoints', '8')
+  # Killed in a run of the feature cache (surgical at n = 3 freezes conv1, conv2):
+  # the cache is not checkpointed, and the resumed run computes it again.
+  target = os.path.join(workdir, 'runs', 'm_n-A3B_surgical-s0', 'checkpoints', '8')
   deadline = time.time() + 300
   while not os.path.isdir(target):
     assert proc.poll() is None and time.time() < deadline, 'no progress to kill after'
@@ -228,7 +230,7 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_pa
   proc.wait()
   result = cli(*flags)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'resuming m_n-A3B_lp_ft-s0 from step' in result.stdout
+  assert 'resuming m_n-A3B_surgical-s0 from step' in result.stdout
   reference, rows = results(tune_grid), results(workdir)
   assert set(rows) == {'m_n-baseA-s0', 'm_n-A3B_surgical-s0', 'm_n-A7B_linear_probe-s0',
                        'm_n-A3B_lp_ft-s0', 'm_n-A3B_l2sp-s0', 'm_n-A3B_llrd-s0'}
@@ -293,3 +295,40 @@ def test_own_model_pages_python_examples_run():
   assert len(blocks) >= 2 and any('plan.tune_labels' in b for b in blocks)
   for block in blocks:
     exec(compile(block, 'docs/own_model.md', 'exec'), {})  # pylint: disable=exec-used
+
+
+def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, tmp_path):
+  """The tune grid ran with the cache (on by default); the same runs without
+  it agree to float rounding. Which module each run cut at, and why a run had
+  none, is one line each."""
+  with open(os.path.join(os.path.dirname(tune_grid), 'tune_grid.stdout')) as f:
+    cached = f.read()
+  assert cached.count("feature cache: the frozen layers' output at fc6") == 2  # probe, A7B
+  assert "output at conv5" in cached  # surgical n = 6: conv1..conv5 frozen
+  workdir = str(tmp_path / 'uncached')
+  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(6,)',
+               '--config.only=linear_probe,surgical', '--config.feature_cache_mb=0',
+               '--config.report=false')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'feature cache' not in result.stdout
+  reference = results(tune_grid)
+  for run_id in ('m_n-A7B_linear_probe-s0', 'm_n-A6B_surgical-s0'):
+    for key in ('top1', 'best10_top1', 'wise_top1_0.5'):
+      if key in reference[run_id] and reference[run_id][key]:
+        assert abs(float(results(workdir)[run_id][key])
+                   - float(reference[run_id][key])) <= 1 / 128, (run_id, key)
+
+
+def test_the_feature_cache_says_why_it_is_off(tmp_path):
+  """Augmented inputs, and a budget too small: one line each, and the run trains."""
+  workdir = str(tmp_path / 'w')
+  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(2,7)',
+               '--config.only=linear_probe,surgical', '--config.feature_cache_mb=1',
+               '--config.report=false')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'feature cache off: the output of fc6 for every example needs' in result.stdout
+  assert 'over --config.feature_cache_mb=1' in result.stdout
+  result = cli(f'--config={RUNLOCAL}', f'--workdir={tmp_path / "aug"}', '--config.layers=(7,)',
+               '--config.only=linear_probe', '--config.augment=true', '--config.report=false')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'feature cache off: augmentation changes the inputs.' in result.stdout

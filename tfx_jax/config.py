@@ -61,6 +61,7 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
                 'sweep')
 LOGISTICS = ('data_dir', 'source_data_dir', 'data_cache_dir', 'num_workers', 'device_prefetch',
+             'feature_cache_mb',
              'eval_batch_size', 'checkpoint_every', 'keep_checkpoints', 'log_every', 'report',
              'analysis')
 
@@ -138,6 +139,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_workers = -1
   # Batches put on the devices ahead of the step, by a thread (0: none).
   c.device_prefetch = 2
+  # The frozen prefix's output kept per example, up to this many MB a run (0:
+  # off): runs that freeze the groups below the first that trains (AnB,
+  # linear_probe, surgical) compute them once (training/feature_cache.py).
+  c.feature_cache_mb = 2048.0
 
   c.seeds = (0,)
   c.layers = ()  # The n to run; empty: 1..L, every transferable group.

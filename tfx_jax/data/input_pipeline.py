@@ -341,7 +341,9 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
                     augment=spec.augment if augment is None else augment)
   workers = host_workers(spec, num_workers)
   batches = grain.MapDataset.source(plan).map(LoadBatch(source, spec, workers > 0))
-  return TrainIterator(batches, read_options or default_read_options(), workers)
+  iterator = TrainIterator(batches, read_options or default_read_options(), workers)
+  iterator.num_examples = len(positions)  # This process's (training/feature_cache.py).
+  return iterator
 
 
 class EvalData:

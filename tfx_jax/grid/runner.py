@@ -30,7 +30,7 @@ from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
 from tfx_jax.models import plan as plan_lib
 from tfx_jax.models.plan import Plan
-from tfx_jax.training import checkpoints, eval_cache, loop, preemption, steps
+from tfx_jax.training import checkpoints, eval_cache, feature_cache, loop, preemption, steps
 
 
 class Grid:
@@ -112,23 +112,29 @@ class Grid:
           weight_decay=c.weight_decay, bias_lr_mult=c.bias_lr_mult)
     return self._optimizers[key]
 
-  def _batch_shapes(self, b: int, with_mask: bool):
+  def _batch_shapes(self, b: int, with_mask: bool, features=None):
     sharding = steps.batch_sharded(self.mesh)
     shapes = {'image': jax.ShapeDtypeStruct((b, *self.image_shape), jnp.uint8,
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
+    if features is not None:  # The feature cache's batches: no images.
+      shapes['features'] = jax.ShapeDtypeStruct((b, *features), jnp.float32,
+                                                sharding=sharding)
+      del shapes['image']
     if with_mask:
       shapes['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
     return shapes
 
   def train_step(self, model, optimizer, state, frozen: tuple[str, ...], task: tasks.Task,
-                 batch_size: int):
-    key = (model.num_classes, frozen, id(optimizer), id(self.preprocess(task)), batch_size)
+                 batch_size: int, cut=None, features=None):
+    key = (model.num_classes, frozen, id(optimizer), id(self.preprocess(task)), batch_size,
+           cut, features)
     if key not in self._steps:
       with self.progress.phase('compile'):
-        step = steps.make_train_step(model, optimizer, frozen,
-                                     self.mesh, self.preprocess(task), self.config.precision)
-        self._steps[key] = step.lower(state, self._batch_shapes(batch_size, False)).compile()
+        step = steps.make_train_step(model, optimizer, frozen, self.mesh,
+                                     self.preprocess(task), self.config.precision, cut)
+        self._steps[key] = step.lower(
+            state, self._batch_shapes(batch_size, False, features)).compile()
     return self._steps[key]
 
   def eval_step(self, model, variables, task: tasks.Task):
@@ -292,18 +298,25 @@ class Grid:
     optimizer = self.optimizer(params, plan, c)
     state = steps.create_state(params, optimizer, spec.init_seed, self.mesh,
                                model_state=variables)
-    step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups), task,
-                              c.batch_size)
-    if plan.probe_steps:
-      probe_fn = self.train_step(model, optimizer, state, plan.probe_frozen(self.groups),
-                                 task, c.batch_size)
-      step_fn = steps.Phases((0, plan.probe_steps), (probe_fn, step_fn))
     eval_fn = self.eval_step(model, state.variables, task)
     data = input_pipeline.train_iterator(
         task.data, task.classes, batch_size=c.batch_size // jax.process_count(),
         seed=spec.init_seed, data_dir=task.data_dir, augment=c.augment,
         num_workers=c.num_workers, cache_dir=self.label_cache,
         examples_per_class=spec.examples_per_class, subset_seed=spec.seed)
+    data, cut, note = feature_cache.setup(
+        model, plan.prefix(self.groups) if not plan.probe_steps else (), state.variables,
+        data, self.preprocess(task), self.mesh, batch_size=c.batch_size // jax.process_count(),
+        budget_mb=c.feature_cache_mb,
+        augment=task.data.augment if c.augment is None else c.augment)
+    if note:
+      self.log(f'  {note}')
+    step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups), task,
+                              c.batch_size, cut, data.features_shape if cut else None)
+    if plan.probe_steps:
+      probe_fn = self.train_step(model, optimizer, state, plan.probe_frozen(self.groups),
+                                 task, c.batch_size)
+      step_fn = steps.Phases((0, plan.probe_steps), (probe_fn, step_fn))
 
     def evaluate(variables) -> dict:
       return steps.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),

@@ -58,6 +58,12 @@ class Plan:
     """The paths frozen during the probe steps: every group."""
     return _paths(names, [True] * len(self.groups))
 
+  def prefix(self, names: Sequence[str]) -> tuple[str, ...]:
+    """The paths of the groups below the first that trains, all frozen (the
+    feature cache's); every group's when none trains (a linear probe)."""
+    first = next((i for i, g in enumerate(self.groups) if g.trains), len(self.groups))
+    return _paths(names[:first], [True] * first)
+
   def source(self) -> str:
     """The base the copied groups come from ('A' / 'B'), '' when none."""
     return next((g.values for g in self.groups if g.values != FRESH), '')

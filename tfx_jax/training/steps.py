@@ -140,11 +140,28 @@ def normalizer(mean, std) -> Callable[[jax.Array], jax.Array]:
   return functools.partial(normalize, mean=tuple(mean), std=tuple(std))
 
 
+def intercepting(path: str, fn: Callable) -> Callable:
+  """A linen interceptor calling fn(next_fun, args, kwargs) for the __call__ of
+  the module at `path` ('a/b'), passing every other call through."""
+  wanted = tuple(path.split('/'))
+
+  def interceptor(next_fun, args, kwargs, context):
+    if context.method_name == '__call__' and tuple(context.module.path) == wanted:
+      return fn(next_fun, args, kwargs)
+    return next_fun(*args, **kwargs)
+
+  return interceptor
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     frozen_layers: Iterable[str], mesh: Mesh,
                     preprocess: Callable[[jax.Array], jax.Array] | None = None,
-                    precision: str = precision_lib.DEFAULT) -> Callable:
+                    precision: str = precision_lib.DEFAULT,
+                    cut: tuple[str, tuple[int, ...]] | None = None) -> Callable:
   """Compiled `step(state, batch) -> (state, metrics)`; batch: image, label.
+  With `cut` = (path, image shape), batch: features, label: the features are
+  the output of the frozen module at `path` (training/feature_cache.py), used
+  in place of computing it; nothing below it is computed.
 
   Gradients are taken with respect to the trainable layers only, so XLA never
   builds the backward pass below the cut, and frozen leaves are passed through
@@ -166,9 +183,16 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     def loss_fn(trainable):
       variables = {'params': precision_lib.cast(surgery.merge(trainable, frozen), precision),
                    **state.model_state}
-      images = precision_lib.cast(preprocess(batch['image']), precision)
-      out = model.apply(variables, images, train=True,
-                        rngs={'dropout': dropout_rng}, mutable=mutable or False)
+      if cut is None:
+        images = precision_lib.cast(preprocess(batch['image']), precision)
+        out = model.apply(variables, images, train=True,
+                          rngs={'dropout': dropout_rng}, mutable=mutable or False)
+      else:  # The cut module gives the cached features; what feeds it is dead code.
+        images = jnp.zeros((batch['label'].shape[0], *cut[1]), jnp.float32)
+        features = precision_lib.cast(batch['features'], precision)
+        with nn.intercept_methods(intercepting(cut[0], lambda *_: features)):
+          out = model.apply(variables, images, train=True,
+                            rngs={'dropout': dropout_rng}, mutable=mutable or False)
       logits, updated = out if mutable else (out, {})
       metrics = jax.tree.map(jnp.mean, _metrics(logits.astype(jnp.float32), batch['label']))
       return metrics['loss'], (metrics, updated)
