@@ -41,10 +41,10 @@ def _step_seconds(workdir: str) -> tuple[str, float]:
   model = registry.create(c.model, len(task.classes), c.axis_name)
   variables = grid.init_variables(spec, model)
   params = variables.pop('params')
-  optimizer = grid.optimizer(params, 0, c)
+  optimizer = grid.optimizer(params, spec.plan(len(grid.groups)), c)
   state = steps.create_state(params, optimizer, spec.init_seed, grid.mesh,
                              model_state=variables)
-  step = grid.train_step(model, optimizer, state, 0, task, c.batch_size)
+  step = grid.train_step(model, optimizer, state, (), task, c.batch_size)
   data = input_pipeline.train_iterator(task.data, task.classes, batch_size=c.batch_size,
                                        seed=spec.init_seed, data_dir=task.data_dir,
                                        augment=c.augment, num_workers=c.num_workers)

@@ -303,7 +303,7 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
   none, is one line each."""
   with open(os.path.join(os.path.dirname(tune_grid), 'tune_grid.stdout')) as f:
     cached = f.read()
-  assert cached.count("feature cache: the frozen layers' output at fc6") == 2  # probe, A7B
+  assert cached.count("feature cache: the frozen layers' output at fc6") == 2  # linear probe, surgical n = 7
   assert "output at conv5" in cached  # surgical n = 6: conv1..conv5 frozen
   workdir = str(tmp_path / 'uncached')
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(6,)',
