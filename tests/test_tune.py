@@ -18,9 +18,10 @@ import pytest
 from flax import traverse_util
 
 from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results
-from tfx_jax.grid import experiments
+from tfx_jax.errors import UserError
+from tfx_jax.grid import checks, experiments
 from tfx_jax.models import optim, plan as plan_lib, registry, surgery
-from tfx_jax.training import checkpoints
+from tfx_jax.training import checkpoints, feature_cache, steps
 
 import flax_resnet
 
@@ -195,22 +196,43 @@ def test_layer_decay_reaches_each_groups_update():
     np.testing.assert_allclose(updates[layer]['bias'], -2 * lr * mult, rtol=1e-6)
 
 
-@pytest.mark.parametrize('flag, message', [
-    ('--config.only=surgicl', "names ['surgicl']"),
-    ('--config.tune.l2sp_alpha=-1', 'config.tune.l2sp_alpha must be 0 or more'),
-    ('--config.tune.l2sp_beta=-0.5', 'config.tune.l2sp_beta must be 0 or more'),
-    ('--config.tune.layer_decay=1.5', 'config.tune.layer_decay must be in (0, 1]'),
-    ('--config.tune.layer_decay=0', 'config.tune.layer_decay must be in (0, 1]'),
-    ('--config.tune.probe_fraction=1', 'config.tune.probe_fraction must be in (0, 1)'),
-    ('--config.tune.probe_fraction=0', 'config.tune.probe_fraction must be in (0, 1)'),
-    ('--config.tune.wise_alphas=0,1.5', 'config.tune.wise_alphas must be numbers in [0, 1]'),
+@pytest.mark.parametrize('field, value, message', [
+    ('only', ('surgicl',), "names ['surgicl']"),
+    ('tune.l2sp_alpha', -1.0, 'config.tune.l2sp_alpha must be 0 or more'),
+    ('tune.l2sp_beta', -0.5, 'config.tune.l2sp_beta must be 0 or more'),
+    ('tune.layer_decay', 1.5, 'config.tune.layer_decay must be in (0, 1]'),
+    ('tune.layer_decay', 0.0, 'config.tune.layer_decay must be in (0, 1]'),
+    ('tune.probe_fraction', 1.0, 'config.tune.probe_fraction must be in (0, 1)'),
+    ('tune.probe_fraction', 0.0, 'config.tune.probe_fraction must be in (0, 1)'),
+    ('tune.wise_alphas', (0.0, 1.5), 'config.tune.wise_alphas must be numbers in [0, 1]'),
 ])
-def test_bad_tune_values_are_refused_before_anything_is_written(tmp_path, flag, message):
+def test_bad_tune_values_are_refused(field, value, message):
+  config = _runlocal_config()
+  *parents, last = field.split('.')
+  node = config
+  for name in parents:
+    node = node[name]
+  node[last] = value
+  with pytest.raises(UserError, match=re.escape(message)):
+    checks.validate(config, 4, 1)
+
+
+def _runlocal_config():
+  sys.path.insert(0, os.path.join(ROOT, 'configs'))
+  try:
+    import m_n_split  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  return m_n_split.get_config('dataset=fashion_mnist,runlocal')
+
+
+def test_a_bad_tune_value_is_one_line_before_anything_is_written(tmp_path):
   workdir = tmp_path / 'w'
-  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', ONLY, flag)
+  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', ONLY,
+               '--config.tune.wise_alphas=0,1.5')
   assert result.returncode == 2, result.stderr[-2000:]
-  assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-  assert not workdir.exists()
+  assert 'config.tune.wise_alphas must be numbers in [0, 1]' in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1 and not workdir.exists()
 
 
 def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_path):
@@ -319,16 +341,46 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
                    - float(reference[run_id][key])) <= 1 / 128, (run_id, key)
 
 
-def test_the_feature_cache_says_why_it_is_off(tmp_path):
-  """Augmented inputs, and a budget too small: one line each, and the run trains."""
-  workdir = str(tmp_path / 'w')
-  result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(2,7)',
-               '--config.only=linear_probe,surgical', '--config.feature_cache_mb=1',
-               '--config.report=false')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'feature cache off: the output of fc6 for every example needs' in result.stdout
-  assert 'over --config.feature_cache_mb=1' in result.stdout
-  result = cli(f'--config={RUNLOCAL}', f'--workdir={tmp_path / "aug"}', '--config.layers=(7,)',
-               '--config.only=linear_probe', '--config.augment=true', '--config.report=false')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'feature cache off: augmentation changes the inputs.' in result.stdout
+def test_the_feature_cache_says_why_it_is_off():
+  """Augmented inputs, a budget too small, dropout in every frozen group: one
+  line each, and the batches as they were."""
+  mesh = steps.make_mesh()
+  model = registry.create('small', 4)
+  variables = registry.init_variables(model, jax.random.PRNGKey(0), (28, 28, 1))
+  data = _Batches()
+  kwargs = dict(batch_size=8, budget_mb=2048.0, augment=False)
+  norm = steps.normalizer((128.0,), (64.0,))
+  out, cut, note = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
+                                       **{**kwargs, 'augment': True})
+  assert (out, cut, note) == (data, None, 'feature cache off: augmentation changes the inputs.')
+  out, cut, note = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
+                                       **{**kwargs, 'budget_mb': 1.0})
+  assert out is data and cut is None
+  assert note == ('feature cache off: the output of fc6 for every example needs 12 MB, over '
+                  '--config.feature_cache_mb=1.')
+  out, cut, note = feature_cache.setup(model, ('fc7',), variables, data, norm, mesh, **kwargs)
+  assert out is data and cut is None and 'dropout or batch statistics' in note
+  out, cut, note = feature_cache.setup(model, GROUPS[:3], variables, data, norm, mesh,
+                                       **kwargs)
+  assert cut == ('conv3', (28, 28, 1)) and out.features_shape == (7, 7, 96)
+  assert data.get_state() == {'next_batch': 0}  # The batch it looked at is put back.
+
+
+class _Batches:
+  """A train iterator of 12,000 examples' batches, as input_pipeline's."""
+  num_examples = 12_000
+
+  def __init__(self):
+    self._next = 0
+
+  def __next__(self):
+    rng = np.random.default_rng(self._next)
+    self._next += 1
+    return {'image': rng.integers(0, 255, (8, 28, 28, 1), np.uint8),
+            'label': rng.integers(0, 4, 8).astype(np.int32)}
+
+  def get_state(self):
+    return {'next_batch': self._next}
+
+  def set_state(self, state):
+    self._next = state['next_batch']
