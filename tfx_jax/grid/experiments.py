@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 from tfx_jax.data.tasks import ALL, FROM
 from tfx_jax.errors import UserError
-from tfx_jax.models.plan import FRESH, TRANSFERRED, GroupPlan, Plan
 
 # name -> (copies layers from a base, first n frozen, notation in figures)
 TREATMENTS = {
@@ -77,10 +76,13 @@ class RunSpec:
   def copies_base(self) -> bool:
     return TREATMENTS[self.treatment][0]
 
-  def plan(self, num_groups: int, tune=None, total_steps: int = 0) -> Plan:
+  def plan(self, num_groups: int, tune=None, total_steps: int = 0):
     """What happens to each of the model's `num_groups` groups and its head
-    (models/plan.py). `tune`: config.tune (probe_fraction, l2sp_alpha,
+    (models/plan.py's Plan). `tune`: config.tune (probe_fraction, l2sp_alpha,
     l2sp_beta, layer_decay); `total_steps`: the run's, for LP-FT's probe."""
+    # Imported here: the report reads this module and never imports JAX.
+    from tfx_jax.models.plan import (  # pylint: disable=import-outside-toplevel
+        FRESH, TRANSFERRED, GroupPlan, Plan)
     t, n, copies, frozen = self.treatment, self.n, *TREATMENTS[self.treatment][:2]
     values = self.source if copies else FRESH
     groups = [GroupPlan(values if g <= n else FRESH, not (frozen and g <= n))
