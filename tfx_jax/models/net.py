@@ -189,6 +189,8 @@ def describe(out: Any) -> str:
   """What a module returned, in a few words: 'float32[2, 3]', 'tuple (str, dict)'."""
   if _is_array(out):
     return f'{out.dtype}[{", ".join(map(str, out.shape))}]'
+  if isinstance(out, (tuple, list)) and not out:
+    return f'an empty {type(out).__name__}'
   if isinstance(out, (tuple, list)):
     return (f'a {type(out).__name__} of {len(out)} ('
             + ', '.join(describe(x) if _is_array(x) else type(x).__name__ for x in out[:4])
