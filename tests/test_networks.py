@@ -113,20 +113,25 @@ def _grid(tmp_path, model, *args):
   return workdir, result
 
 
-@pytest.mark.parametrize('model, groups', [
-    ('linen_vit:make', LINEN_VIT),  # Returns (logits, out), as big_vision's ViT.
+# The linen ViT runs every treatment; the others, for the suite's time, the
+# transfers and selffers at n = 2 (the analysis needs both bases).
+SHORT = ('--config.layers=2', '--config.only=transfer,selffer')
+
+
+@pytest.mark.parametrize('model, groups, args, runs', [
+    ('linen_vit:make', LINEN_VIT, (), 2 + 8),  # Returns (logits, out), as big_vision's ViT.
     ('nnx_vit:make', ('patch_embed+cls_token+pos_embed', 'blocks/0', 'blocks/1', 'blocks/2',
-                      'norm')),
-    ('nnx_cnn:CNN', ('stem', 'blocks', 'fc')),
+                      'norm'), SHORT, 4),
+    ('nnx_cnn:CNN', ('stem', 'blocks', 'fc'), SHORT, 4),
 ])
 def test_a_users_network_runs_the_grid_and_its_analysis_with_the_defaults(
-    model, groups, tmp_path):
-  workdir, result = _grid(tmp_path, model)
+    model, groups, args, runs, tmp_path):
+  workdir, result = _grid(tmp_path, model, *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Layer groups, n = 1..' in result.stdout and groups[1] in result.stdout
   with open(os.path.join(workdir, 'groups.json')) as f:
     assert json.load(f)['groups'] == list(groups)
-  assert len(results(workdir)) == 2 + 8
+  assert len(results(workdir)) == runs
   with open(os.path.join(workdir, 'report', 'analysis.json')) as f:
     analysis = json.load(f)
   assert analysis['groups'] == list(groups)
@@ -138,9 +143,9 @@ def test_a_users_network_runs_the_grid_and_its_analysis_with_the_defaults(
 
 def test_an_analysis_that_fails_leaves_the_grid_and_its_exit_code(tmp_path):
   workdir, result = _grid(tmp_path, 'broken_models:TrainOnlyBranch', '--config.layers=1',
-                          '--config.only=transfer')
+                          '--config.only=transfer,selffer')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert set(results(workdir)) == {'m_n-baseA-s0', 'm_n-baseB-s0', 'm_n-A1B-s0'}
+  assert set(results(workdir)) == {'m_n-baseA-s0', 'm_n-baseB-s0', 'm_n-A1B-s0', 'm_n-B1B-s0'}
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and 'the analysis of' in lines[0], result.stderr[-3000:]
   assert 'branch' in lines[0] and 'Traceback' not in result.stderr

@@ -116,7 +116,8 @@ def features(model, variables: Mapping, images: jax.Array,
   if missing:
     raise ValueError(f'No module at or under {", ".join(wanted[groups.index(g)] for g in missing)} '
                      f'was called with an array, so the features of group(s) '
-                     f'{", ".join(missing)} are unknown.')
+                     f'{", ".join(missing)} are unknown; choose groups whose next module runs in '
+                     'evaluation mode (--config.layer_groups).')
   return {group: found[group] for group in groups}
 
 
