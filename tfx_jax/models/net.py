@@ -138,8 +138,8 @@ def from_nnx(factory: Callable, num_classes: int, origin: str) -> nn.Module:
 
 def _attribute_order(module: Any) -> dict:
   """{attribute: its own order} of an NNX module, in the order its __init__
-  set them; an nnx.List's items by index."""
-  if isinstance(module, nnx.List):
+  set them; an nnx.List's (or a list's) items by index."""
+  if isinstance(module, (nnx.List, list, tuple)):
     children = [(str(i), item) for i, item in enumerate(module)]
   elif isinstance(module, nnx.Module):
     children = [(k, v) for k, v in vars(module).items() if not k.startswith('_')]
