@@ -1,6 +1,7 @@
 """The networks and what is done to their parameter trees: the model registry
 (`registry`: the paper's convnet presets of `convnet`, ResNet-18 of `resnet`,
-or a user's linen or NNX Module, as a `net.Net`), parameter-tree surgery by path (`surgery`:
+or a user's linen or NNX Module, as a `net.Net`), their transferable layer groups
+(`groups`), parameter-tree surgery by path (`surgery`:
 transplants and freeze labels), and the paper's solver as optax.partition
 (`optim`).
 
