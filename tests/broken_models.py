@@ -1,6 +1,7 @@
 """Users' modules with bugs, as users write them: one that fails while it is
-initialised, one that fails only when traced for training, and one that
-reduces over a collective axis name other than flax's 'batch'."""
+initialised, one that fails only when traced for training, one that
+reduces over a collective axis name other than flax's 'batch', and one whose
+features the analysis cannot read."""
 
 import flax.linen as nn
 import jax
@@ -38,3 +39,17 @@ class OwnAxisName(nn.Module):
     x = nn.BatchNorm(use_running_average=not train, axis_name='devices', name='norm')(x)
     x = jax.nn.relu(x)
     return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+class TrainOnlyBranch(nn.Module):
+  """A branch called in training only (an auxiliary path): the end-of-grid
+  analysis, in evaluation mode, cannot read the features of the group below it."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.relu(nn.Conv(8, (3, 3), (2, 2), name='conv')(x))
+    if train or self.is_initializing():
+      x = x + nn.Conv(8, (3, 3), name='branch')(x)
+    x = nn.relu(nn.Dense(16, name='hidden')(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes, name='head')(x)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tfx_jax.analysis import activations
+from tfx_jax.models import net
 from tfx_jax.training import precision as precision_lib
 
 
@@ -32,7 +33,7 @@ class Forward:
 
     def correct(variables, images, labels):
       with precision_lib.matmuls(precision):
-        logits = model.apply(*inputs(variables, images), train=False)
+        logits = net.logits_of(model.apply(*inputs(variables, images), train=False))
       return jnp.sum(jnp.argmax(logits, axis=-1) == labels)
 
     self._features, self._correct = jax.jit(features), jax.jit(correct)

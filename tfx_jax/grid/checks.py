@@ -150,4 +150,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, write: bool = Tr
   Workdir(workdir).prepare(config, groups)
   if bases and jax.process_index() == 0:
     pretrained.record(workdir, bases)
+  if jax.process_index() == 0 and config.sweep.shard == 0:
+    how = ('config.layer_groups' if config.layer_groups else
+           'the default; --config.layer_groups chooses others')
+    print(f'Layer groups, n = 1..{len(groups)} ({how}): {", ".join(groups)}.', flush=True)
   return groups

@@ -1,6 +1,7 @@
 """A model as the grid applies it (`Net`): a linen Module, or an NNX one through
 flax's own bridge (`nnx.bridge.ToLinen`), with the collective axis its
 BatchNorm reduces over bound, and a user's module's failures as one clear line.
+What a module may return, and where its logits are in it: `logits_of`.
 
 The steps and the registry call `Net.init` and `Net.apply`, as they would call
 a linen Module's. The variables are plain nested dicts of arrays, for either
@@ -55,17 +56,16 @@ class Net:
     if not self.is_nnx:
       return dict(variables)
     # NNX's state comes sorted by name; the default groups follow the order in
-    # which the module's __init__ set its attributes (built abstractly here).
-    order = []
+    # which each module's __init__ set its attributes (built abstractly here).
+    order = {}
 
     def build():
-      order.extend(vars(self.module.nnx_class(*self.module.args, rngs=nnx.Rngs(0))))
+      order.update(_attribute_order(self.module.nnx_class(*self.module.args,
+                                                          rngs=nnx.Rngs(0))))
       return jnp.zeros(())
 
     jax.eval_shape(build)
-    rank = {name: i for i, name in enumerate(order)}
-    return {collection: dict(sorted(_string_keys(tree).items(),
-                                    key=lambda kv: rank.get(kv[0], len(rank))))
+    return {collection: _ordered(_string_keys(tree), order)
             for collection, tree in variables.items()}
 
   def apply(self, variables: Mapping, images: jax.Array, *, train: bool,
@@ -78,6 +78,18 @@ class Net:
     if self.is_nnx and mutable:
       return out[0], _string_keys(out[1])
     return out
+
+  def apply_nnx(self, variables: Mapping, images: jax.Array,
+                method: Callable[[nnx.Module, jax.Array], Any]) -> Any:
+    """`method(module, images)` on the NNX module itself, in evaluation mode
+    and unbound, under `variables` (what the analysis reads its layers from)."""
+    def call(module, x, *, train):
+      del train
+      module.eval()
+      return method(module, x)
+
+    return self._call('traced', lambda x: self.module.apply(
+        _int_keys(variables), x, train=False, nnx_method=call), images, bind=False)
 
   def _mode(self, train: bool) -> dict:
     return {'train': train, 'nnx_method': _in_mode} if self.is_nnx else {'train': train}
@@ -124,6 +136,27 @@ def from_nnx(factory: Callable, num_classes: int, origin: str) -> nn.Module:
   return nnx.bridge.ToLinen(build, args=(num_classes,), metadata_fn=None)
 
 
+def _attribute_order(module: Any) -> dict:
+  """{attribute: its own order} of an NNX module, in the order its __init__
+  set them; an nnx.List's (or a list's) items by index."""
+  if isinstance(module, (nnx.List, list, tuple)):
+    children = [(str(i), item) for i, item in enumerate(module)]
+  elif isinstance(module, nnx.Module):
+    children = [(k, v) for k, v in vars(module).items() if not k.startswith('_')]
+  else:
+    return {}
+  return {k: _attribute_order(v) for k, v in children}
+
+
+def _ordered(tree: Any, order: Mapping) -> Any:
+  """`tree` with each level's keys in `order`'s order (others after them)."""
+  if not isinstance(tree, Mapping):
+    return tree
+  rank = {name: i for i, name in enumerate(order)}
+  return {k: _ordered(v, order.get(k, {}))
+          for k, v in sorted(tree.items(), key=lambda kv: rank.get(kv[0], len(rank)))}
+
+
 def _in_mode(module: nnx.Module, images: jax.Array, *, train: bool) -> jax.Array:
   if train:
     module.train()
@@ -146,3 +179,37 @@ def _int_keys(tree: Any) -> Any:
     return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v)
             for k, v in tree.items()}
   return tree
+
+
+def _is_array(x: Any) -> bool:
+  return hasattr(x, 'shape') and hasattr(x, 'dtype')
+
+
+def describe(out: Any) -> str:
+  """What a module returned, in a few words: 'float32[2, 3]', 'tuple (str, dict)'."""
+  if _is_array(out):
+    return f'{out.dtype}[{", ".join(map(str, out.shape))}]'
+  if isinstance(out, (tuple, list)) and not out:
+    return f'an empty {type(out).__name__}'
+  if isinstance(out, (tuple, list)):
+    return (f'a {type(out).__name__} of {len(out)} ('
+            + ', '.join(describe(x) if _is_array(x) else type(x).__name__ for x in out[:4])
+            + (', ...' if len(out) > 4 else '') + ')')
+  if isinstance(out, Mapping):
+    return f'a dict with keys {", ".join(map(repr, list(out)[:8]))}' if out else 'an empty dict'
+  return f'a {type(out).__name__}'
+
+
+def logits_of(out: Any, who: str = 'The model') -> jax.Array:
+  """The logits in what a module returned: the logits themselves, the first
+  element of a tuple or list (big_vision's ViT returns `(logits, out)`), or a
+  dict's 'logits' entry. Anything else is a UserError naming what came back."""
+  if _is_array(out):
+    return out
+  if isinstance(out, (tuple, list)) and out and _is_array(out[0]):
+    return out[0]
+  if isinstance(out, Mapping) and _is_array(out.get('logits')):
+    return out['logits']
+  raise UserError(f'{who} returned {describe(out)}; a model returns its logits [batch, classes], '
+                  f'a tuple or list whose first element they are, or a dict with a '
+                  f"'logits' entry.")

@@ -21,6 +21,7 @@ from flax import nnx
 
 from tfx_jax.errors import UserError
 from tfx_jax.models import convnet, net, resnet
+from tfx_jax.models import groups as groups_lib
 
 # name -> (factory(num_classes), ordered transferable groups).
 REGISTRY = {
@@ -32,6 +33,8 @@ REGISTRY = {
 
 
 AXIS_NAME = 'batch'  # The collective axis a user's module may reduce over (flax's examples').
+# The up-front trace's batch and classes: two sizes that a transposed output cannot match.
+CHECK_BATCH, CHECK_CLASSES = 2, 3
 
 
 def _factory(name: str) -> Callable:
@@ -113,21 +116,16 @@ def create(name: str, num_classes: int, axis_name: str = AXIS_NAME) -> net.Net:
 
 def groups(name: str, params: Mapping, layer_groups: Sequence[str] = ()) -> tuple[str, ...]:
   """The ordered transferable groups of model `name`: `layer_groups` when
-  given, else the registry's, else the params tree's top-level keys in order,
-  all but the last (the head). Each group path must match some leaf."""
+  given, else the registry's, else the default groups of its params tree
+  (groups.default: a container's blocks, or the top-level layers but the
+  head). Each group path must match some leaf, once, and not the head."""
   if layer_groups:
     chosen = tuple(layer_groups)
   elif name in REGISTRY:
     chosen = REGISTRY[name][1]
   else:
-    chosen = tuple(params)[:-1]
-  flat = ['/'.join(path) for path in _paths(params)]
-  for group in chosen:
-    for path in group.split('+'):
-      if not any(p == path or p.startswith(path + '/') for p in flat):
-        raise UserError(f'Layer group {group!r} of model {name!r}: {path!r} matches '
-                        f'no parameter; its top-level layers are {list(params)} '
-                        f'(nested paths as a/b, groups joined by +).')
+    chosen = groups_lib.default(params)
+  groups_lib.check(name, params, chosen)
   if not chosen:
     raise UserError(f'Model {name!r} has no transferable layer groups; set '
                     f'config.layer_groups.')
@@ -139,31 +137,58 @@ def transferable_groups(name: str, image_shape, layer_groups: Sequence[str] = ()
   """`groups` of model `name` for inputs of `image_shape`, found from the
   shapes of its parameters (nothing is initialised, nothing computed).
 
-  A user's module is also traced once in training mode, so that a module
-  that fails there does so now, as one clear error, before anything is
-  written."""
-  model, order = create(name, 2, axis_name), []
+  A user's module is also traced once in training and in evaluation mode, so
+  that a module that fails there, or returns no logits of shape [batch,
+  classes] (net.logits_of), does so now, as one clear error, before anything
+  is written."""
+  model = create(name, CHECK_CLASSES, axis_name)
+  shapes = variable_shapes(model, image_shape)
+  if name not in REGISTRY:
+    images = jnp.zeros((CHECK_BATCH, *image_shape))
+    for train in (True, False):
+      who = f'{model.origin}, in {"training" if train else "evaluation"} mode,'
+      mutable = [k for k in shapes if k != 'params'] if train else []
+
+      def logits(v, train=train, who=who, mutable=mutable):
+        out = model.apply(v, images, train=train, rngs={'dropout': jax.random.PRNGKey(0)},
+                          mutable=mutable or False)
+        return net.logits_of(out[0] if mutable else out, who)
+
+      _check_shape(jax.eval_shape(logits, shapes), model, who)
+  return groups(name, shapes['params'], layer_groups)
+
+
+def _check_shape(logits, model: net.Net, who: str) -> None:
+  if tuple(logits.shape) != (CHECK_BATCH, model.num_classes):
+    raise UserError(f'{who} returned logits {net.describe(logits)} for {CHECK_BATCH} '
+                    f'images and {model.num_classes} classes; they must be [batch, classes] '
+                    f'= [{CHECK_BATCH}, {model.num_classes}]: give the head num_classes '
+                    f'outputs.')
+
+
+def variable_shapes(model: net.Net | nn.Module, image_shape) -> dict:
+  """The shapes of `init_variables`, every level's keys in the order the
+  model created them (what the default groups and the head are read from):
+  jit and eval_shape sort dict keys."""
+  order = {}
 
   def init():
     variables = init_variables(model, jax.random.PRNGKey(0), image_shape)
-    order.extend(variables['params'])  # eval_shape's output sorts dict keys.
+    order.update(_key_order(variables))
     return variables
 
-  shapes = jax.eval_shape(init)
-  if name not in REGISTRY:
-    jax.eval_shape(lambda v: model.apply(
-        v, jnp.zeros((2, *image_shape)), train=True,
-        rngs={'dropout': jax.random.PRNGKey(0)},
-        mutable=[k for k in v if k != 'params'] or False), shapes)
-  return groups(name, {k: shapes['params'][k] for k in order}, layer_groups)
+  return _ordered(jax.eval_shape(init), order)
 
 
-def _paths(tree: Mapping, prefix: tuple[str, ...] = ()):
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from _paths(value, (*prefix, str(key)))
-    else:
-      yield (*prefix, str(key))
+def _key_order(tree: Mapping) -> dict:
+  return {k: _key_order(v) if isinstance(v, Mapping) else {} for k, v in tree.items()}
+
+
+def _ordered(tree: Mapping, order: Mapping) -> dict:
+  """`tree` (eval_shape's, keys sorted) with each level's keys in `order`'s."""
+  if not isinstance(tree, Mapping):
+    return tree
+  return {k: _ordered(tree[k], order[k]) for k in order}
 
 
 def init_variables(model: net.Net | nn.Module, rng: jax.Array, image_shape) -> dict:

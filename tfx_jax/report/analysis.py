@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -259,7 +260,8 @@ def run(workdir: str, config=None, computed: dict | None = None) -> str:
 def at_end(workdir: str, config, processes: int) -> str:
   """The main job's analysis after its report, as the line it prints. A job of
   several processes is told the command (the forward passes run on one); a
-  grid it cannot analyse (no transfer experiment) is told why, and succeeds."""
+  grid it cannot analyse (no transfer experiment) is told why, and succeeds;
+  an analysis that fails is one line on stderr, and the job succeeds too."""
   if processes > 1:
     return (f'Analysis: run python -m tfx_jax.report --analyse --workdir={workdir} (one '
             f'process) for what is transferred.')
@@ -267,3 +269,13 @@ def at_end(workdir: str, config, processes: int) -> str:
     return f'Analysis: {run(workdir, config)}'
   except errors.UserError as e:
     return f'No analysis: {e}'
+  except Exception as e:  # pylint: disable=broad-except  # The grid's results stand.
+    print(f'warning: {failure(e, workdir)}', file=sys.stderr, flush=True)
+    return 'No analysis: it failed (the line on stderr says why); the results stand.'
+
+
+def failure(e: Exception, workdir: str) -> str:
+  """One line for an analysis that failed: the cause, and how to see more."""
+  cause = ' '.join(str(e).split())[:300] or '(no message)'
+  return (f'the analysis of {workdir} failed: {type(e).__name__}: {cause} (python -m '
+          f'tfx_jax.report --analyse --verbose --workdir={workdir} shows the traceback).')

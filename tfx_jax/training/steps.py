@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tfx_jax.models import surgery
+from tfx_jax.models import net, surgery
 from tfx_jax.training import precision as precision_lib
 
 DATA_AXIS = 'data'
@@ -193,7 +193,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         with nn.intercept_methods(intercepting(cut[0], lambda *_: features)):
           out = model.apply(variables, images, train=True,
                             rngs={'dropout': dropout_rng}, mutable=mutable or False)
-      logits, updated = out if mutable else (out, {})
+      logits, updated = (net.logits_of(out[0]), out[1]) if mutable else (net.logits_of(out), {})
       metrics = jax.tree.map(jnp.mean, _metrics(logits.astype(jnp.float32), batch['label']))
       return metrics['loss'], (metrics, updated)
 
@@ -244,8 +244,8 @@ def make_eval_step(model: nn.Module, mesh: Mesh,
   def eval_step(variables, batch):
     variables = {**variables, 'params': precision_lib.cast(variables['params'], precision)}
     with precision_lib.matmuls(precision):
-      logits = model.apply(variables, precision_lib.cast(preprocess(batch['image']), precision),
-                           train=False).astype(jnp.float32)
+      logits = net.logits_of(model.apply(variables, precision_lib.cast(
+          preprocess(batch['image']), precision), train=False)).astype(jnp.float32)
     mask = batch['mask'].astype(jnp.float32)
     sums = {k: jnp.sum(v * mask) for k, v in _metrics(logits, batch['label']).items()}
     sums['count'] = jnp.sum(mask)
