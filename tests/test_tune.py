@@ -133,8 +133,10 @@ def test_wise_ends(tune_grid):
   assert any(r['wise_top1_0'] != r['top1'] for r in wise)
   base = _variables(tune_grid, 'm_n-baseA-s0', 24, 6)
   run = _variables(tune_grid, 'm_n-A5B_l2sp-s0', 24, 4)
-  params = lambda flat: traverse_util.unflatten_dict(  # pylint: disable=unnecessary-lambda-assignment
-      {k.split('/', 1)[1]: v for k, v in flat.items() if k.startswith('params/')}, sep='/')
+  def params(flat):
+    return traverse_util.unflatten_dict(
+        {k.split('/', 1)[1]: v for k, v in flat.items() if k.startswith('params/')}, sep='/')
+
   mixed = traverse_util.flatten_dict(plan_lib.interpolate(
       params(run), params(base), 0.0, surgery.first_layers(5)), sep='/')
   for path, value in mixed.items():
@@ -156,8 +158,10 @@ def test_report_shows_the_treatments(tune_grid):
 def _tree():
   """A 3-group network with a head, as params."""
   rng = np.random.default_rng(0)
-  layer = lambda: {'kernel': rng.normal(size=(3, 2)).astype(np.float32),  # pylint: disable=unnecessary-lambda-assignment
-                   'bias': rng.normal(size=(2,)).astype(np.float32)}
+  def layer():
+    return {'kernel': rng.normal(size=(3, 2)).astype(np.float32),
+            'bias': rng.normal(size=(2,)).astype(np.float32)}
+
   return {'g1': layer(), 'g2': layer(), 'g3': layer(), 'head': layer()}
 
 
@@ -325,7 +329,8 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
   none, is one line each."""
   with open(os.path.join(os.path.dirname(tune_grid), 'tune_grid.stdout')) as f:
     cached = f.read()
-  assert cached.count("feature cache: the frozen layers' output at fc6") == 2  # linear probe, surgical n = 7
+  # The linear probe and surgical n = 7 cut at fc6.
+  assert cached.count("feature cache: the frozen layers' output at fc6") == 2
   assert "output at conv5" in cached  # surgical n = 6: conv1..conv5 frozen
   workdir = str(tmp_path / 'uncached')
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(6,)',
@@ -348,19 +353,21 @@ def test_the_feature_cache_says_why_it_is_off():
   model = registry.create('small', 4)
   variables = registry.init_variables(model, jax.random.PRNGKey(0), (28, 28, 1))
   data = _Batches()
-  kwargs = dict(batch_size=8, budget_mb=2048.0, augment=False)
+  notes = []
+  kwargs = dict(batch_size=8, budget_mb=2048.0, augment=False, log=notes.append)
   norm = steps.normalizer((128.0,), (64.0,))
-  out, cut, note = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
+  out, cut = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
                                        **{**kwargs, 'augment': True})
-  assert (out, cut, note) == (data, None, 'feature cache off: augmentation changes the inputs.')
-  out, cut, note = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
+  assert (out, cut, notes[-1]) == (data, None,
+                                   '  feature cache off: augmentation changes the inputs.')
+  out, cut = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
                                        **{**kwargs, 'budget_mb': 1.0})
   assert out is data and cut is None
-  assert note == ('feature cache off: the output of fc6 for every example needs 12 MB, over '
-                  '--config.feature_cache_mb=1.')
-  out, cut, note = feature_cache.setup(model, ('fc7',), variables, data, norm, mesh, **kwargs)
-  assert out is data and cut is None and 'dropout or batch statistics' in note
-  out, cut, note = feature_cache.setup(model, GROUPS[:3], variables, data, norm, mesh,
+  assert notes[-1] == ('  feature cache off: the output of fc6 for every example needs '
+                       '12 MB, over --config.feature_cache_mb=1.')
+  out, cut = feature_cache.setup(model, ('fc7',), variables, data, norm, mesh, **kwargs)
+  assert out is data and cut is None and 'dropout or batch statistics' in notes[-1]
+  out, cut = feature_cache.setup(model, GROUPS[:3], variables, data, norm, mesh,
                                        **kwargs)
   assert cut == ('conv3', (28, 28, 1)) and out.features_shape == (7, 7, 96)
   assert data.get_state() == {'next_batch': 0}  # The batch it looked at is put back.

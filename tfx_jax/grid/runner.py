@@ -29,7 +29,6 @@ from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
 from tfx_jax.models import plan as plan_lib
-from tfx_jax.models.plan import Plan
 from tfx_jax.training import checkpoints, eval_cache, feature_cache, loop, preemption, steps
 
 
@@ -101,7 +100,7 @@ class Grid:
     return self._norms[key]
 
   # Compiled functions, shared by every run with the same shapes and plan.
-  def optimizer(self, params, plan: Plan, c: ml_collections.ConfigDict):
+  def optimizer(self, params, plan: plan_lib.Plan, c: ml_collections.ConfigDict):
     key = (plan.solver_key(), *(c[k] for k in config_lib.SOLVER_FIELDS))
     if key not in self._optimizers:
       schedule = optim.make_schedule(c.schedule, c.lr, c.total_steps,
@@ -118,9 +117,8 @@ class Grid:
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
     if features is not None:  # The feature cache's batches: no images.
-      shapes['features'] = jax.ShapeDtypeStruct((b, *features), jnp.float32,
-                                                sharding=sharding)
       del shapes['image']
+      shapes['features'] = jax.ShapeDtypeStruct((b, *features), jnp.float32, sharding=sharding)
     if with_mask:
       shapes['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
     return shapes
@@ -304,20 +302,17 @@ class Grid:
         seed=spec.init_seed, data_dir=task.data_dir, augment=c.augment,
         num_workers=c.num_workers, cache_dir=self.label_cache,
         examples_per_class=spec.examples_per_class, subset_seed=spec.seed)
-    data, cut, note = feature_cache.setup(
+    data, cut = feature_cache.setup(
         model, plan.prefix(self.groups) if not plan.probe_steps else (), state.variables,
         data, self.preprocess(task), self.mesh, batch_size=c.batch_size // jax.process_count(),
         budget_mb=c.feature_cache_mb,
-        augment=task.data.augment if c.augment is None else c.augment)
-    if note:
-      self.log(f'  {note}')
+        augment=task.data.augment if c.augment is None else c.augment, log=self.log)
     step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups), task,
                               c.batch_size, cut, data.features_shape if cut else None)
     if plan.probe_steps:
       probe_fn = self.train_step(model, optimizer, state, plan.probe_frozen(self.groups),
                                  task, c.batch_size)
       step_fn = steps.Phases((0, plan.probe_steps), (probe_fn, step_fn))
-
     def evaluate(variables) -> dict:
       return steps.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),
                             self.local_eval_batch, self.mesh)
@@ -329,25 +324,16 @@ class Grid:
           log=self.log, label=f'[{index + 1}/{len(self.specs)} {spec.run_id}]')
     finally:
       data.close()  # Stops its worker processes now, not at garbage collection.
-    wise = self.wise(spec, state.variables, copied, evaluate) if spec.wise and copied else ()
+    wise = ()
+    if spec.wise and copied:  # WiSE-FT: the copied groups back toward the base's values.
+      with self.progress.phase('eval'):
+        wise = plan_lib.wise_curve(state.variables, self.base_variables(spec.base), copied,
+                                   experiments.wise_alphas(c), evaluate)
+      self.log('  WiSE top1 by alpha: ' + ', '.join(f'{a:g}: {t:.4f}' for a, t in wise))
     result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s,
                            precision=c.precision, wise=wise)
     self.workdir.save_result(result)
     return result
-
-  def wise(self, spec: experiments.RunSpec, variables, copied: tuple[str, ...],
-           evaluate) -> tuple[tuple[float, float], ...]:
-    """(alpha, top-1) of the run's final network with its copied groups
-    WiSE-interpolated toward the base's values, for each config.tune.wise_alphas."""
-    base = self.base_variables(spec.base)
-    out = []
-    with self.progress.phase('eval'):
-      for alpha in experiments.wise_alphas(self.config):
-        mixed = {name: plan_lib.interpolate(tree, base[name], alpha, copied)
-                 for name, tree in variables.items()}
-        out.append((alpha, evaluate(mixed)['top1']))
-    self.log(f'  WiSE top1 by alpha: ' + ', '.join(f'{a:g}: {t:.4f}' for a, t in out))
-    return tuple(out)
 
   def write_results(self) -> str:
     return self.workdir.write_results([spec.run_id for spec in self.specs])

@@ -70,8 +70,8 @@ class Plan:
 
   def solver_key(self) -> tuple:
     """What the optimizer depends on (not which base the values came from)."""
-    strip = lambda g: dataclasses.replace(g, values='')  # pylint: disable=unnecessary-lambda-assignment
-    return (tuple(map(strip, self.groups)), strip(self.head), self.probe_steps, self.l2sp)
+    groups = tuple(dataclasses.replace(g, values='') for g in (*self.groups, self.head))
+    return groups, self.probe_steps, self.l2sp
 
 
 def _paths(names: Sequence[str], chosen: Sequence[bool]) -> tuple[str, ...]:
@@ -156,3 +156,13 @@ def interpolate(fine_tuned: Mapping, transferred: Mapping, alpha: float,
       value = (1 - alpha) * flat_tr[path] + alpha * value
     out[path] = value
   return traverse_util.unflatten_dict(out, sep='/')
+
+
+def wise_curve(variables: Mapping, transferred: Mapping, layers: Sequence[str],
+               alphas: Sequence[float], evaluate) -> tuple[tuple[float, float], ...]:
+  """(alpha, top-1) of Flax `variables` with every collection's leaves under
+  `layers` interpolated toward `transferred`'s (`interpolate`) for each alpha;
+  `evaluate(variables)` gives {'top1': ...}."""
+  return tuple((float(a), float(evaluate(
+      {name: interpolate(tree, transferred[name], a, layers)
+       for name, tree in variables.items()})['top1'])) for a in alphas)

@@ -133,10 +133,20 @@ def choose_cut(model: net_lib.Net, paths: Sequence[str], variables, images: np.n
 
 def setup(model: net_lib.Net, prefix_paths: Sequence[str], variables, data,
           preprocess: Callable, mesh: Mesh, *, batch_size: int, budget_mb: float,
-          augment: bool) -> tuple[Any, tuple[str, tuple[int, ...]] | None, str]:
-  """(batches, cut, note): the run's train batches with the cached features of
-  its frozen prefix (`prefix_paths`, in order) and the step's `cut`, or
-  `data` itself and None when no cache applies; `note` says which, in a line."""
+          augment: bool, log: Callable[[str], None] = print
+          ) -> tuple[Any, tuple[str, tuple[int, ...]] | None]:
+  """(batches, cut): the run's train batches with the cached features of its
+  frozen prefix (`prefix_paths`, in order) and the step's `cut`, or `data`
+  itself and None when no cache applies; one line to `log` says which."""
+  data, cut, note = _setup(model, prefix_paths, variables, data, preprocess, mesh,
+                           batch_size=batch_size, budget_mb=budget_mb, augment=augment)
+  if note:
+    log(f'  {note}')
+  return data, cut
+
+
+def _setup(model, prefix_paths, variables, data, preprocess, mesh, *, batch_size,
+           budget_mb, augment):
   if not prefix_paths or budget_mb <= 0:
     return data, None, ''
   why = ('augmentation changes the inputs' if augment
