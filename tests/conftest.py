@@ -79,22 +79,28 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: item.module.__name__ != 'test_slurm')
 
 
-@pytest.fixture(scope='session')
-def runlocal_grid(tmp_path_factory, worker_id):
-  """The whole runlocal grid, uninterrupted: the reference other tests compare to.
-
-  Trained once per test session: pytest-xdist's workers share one copy, which
-  the first to need it trains while the others wait on a lock."""
+def shared_grid(tmp_path_factory, worker_id, name, *args):
+  """(workdir, stdout) of the CLI on a config, trained once per test session with
+  the defaults a user gets (the analysis on): pytest-xdist's workers share one
+  copy, which the first to need it trains while the others wait on a lock."""
   root = tmp_path_factory.getbasetemp()
   root = root if worker_id == 'master' else root.parent
-  workdir, done = root / 'runlocal_grid', root / 'runlocal_grid.stdout'
-  with open(root / 'runlocal_grid.lock', 'w') as lock:
+  workdir, done = root / name, root / f'{name}.stdout'
+  with open(root / f'{name}.lock', 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not done.exists():
-      result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', analyse=True)
+      result = cli(*args, f'--workdir={workdir}', analyse=True)
       assert result.returncode == 0, result.stderr[-3000:]
       done.write_text(result.stdout)
-  return str(workdir), subprocess.CompletedProcess((), 0, done.read_text(), '')
+  return str(workdir), done.read_text()
+
+
+@pytest.fixture(scope='session')
+def runlocal_grid(tmp_path_factory, worker_id):
+  """The whole runlocal grid, uninterrupted: the reference other tests compare to."""
+  workdir, stdout = shared_grid(tmp_path_factory, worker_id, 'runlocal_grid',
+                                f'--config={RUNLOCAL}')
+  return workdir, subprocess.CompletedProcess((), 0, stdout, '')
 
 
 # A tiny ImageNet in the original tar layout: two natural classes (0, 1) and two

@@ -102,7 +102,7 @@ CASES = {
         ["No prepared image folder 'mine'", 'tfx_jax.prepare folder']),
     'TFDS dataset not prepared': (
         ['--config.dataset=tfds:my_set', '--config.data_dir={tmp}/empty'],
-        ["'my_set' is not prepared", 'tfds build my_set']),
+        ["TFDS has no dataset 'my_set'", 'prepare your own builder there']),
     'negative target size': (['--config.target_examples_per_class=-5'],
                              ['config.target_examples_per_class has [-5]']),
     'target size with target A': (['--config.target_examples_per_class=5', '--config.targets=B,A'],

@@ -2,7 +2,6 @@
 from its trained checkpoints; the solver's L2-SP and layer-wise rates against
 hand-computed updates; WiSE's ends; the paper's treatments as before."""
 
-import fcntl
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results
+from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results, shared_grid
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments
 from tfx_jax.models import optim, plan as plan_lib, registry, surgery
@@ -38,18 +37,10 @@ BEFORE_PLANS = '31d1acfe72cdc214b067093f534c6ed0aee46076'
 def tune_grid(tmp_path_factory, worker_id):
   """The five treatments at n = 1, 3, 7 on the runlocal grid (the small preset),
   with the defaults a user gets (report and analysis on); every checkpoint
-  kept (a logistics field), so LP-FT's probe steps can be read back."""
-  root = tmp_path_factory.getbasetemp()
-  root = root if worker_id == 'master' else root.parent
-  workdir, done = root / 'tune_grid', root / 'tune_grid.stdout'
-  with open(root / 'tune_grid.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not done.exists():
-      result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', ONLY,
-                   '--config.layers=1,3,7', '--config.keep_checkpoints=3', analyse=True)
-      assert result.returncode == 0, result.stderr[-3000:]
-      done.write_text(result.stdout)
-  return str(workdir)
+  kept (a logistics field), so LP-FT's probe steps can be read back. Its
+  workdir; its stdout is in WORKDIR.stdout."""
+  return shared_grid(tmp_path_factory, worker_id, 'tune_grid', f'--config={RUNLOCAL}', ONLY,
+                     '--config.layers=1,3,7', '--config.keep_checkpoints=3')[0]
 
 
 def _variables(workdir, run_id, step, classes, model='small', shape=(28, 28, 1)):
@@ -327,7 +318,7 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
   """The tune grid ran with the cache (on by default); the same runs without
   it agree to float rounding. Which module each run cut at, and why a run had
   none, is one line each."""
-  with open(os.path.join(os.path.dirname(tune_grid), 'tune_grid.stdout')) as f:
+  with open(f'{tune_grid}.stdout') as f:
     cached = f.read()
   # The linear probe and surgical n = 7 cut at fc6.
   assert cached.count("feature cache: the frozen layers' output at fc6") == 2
