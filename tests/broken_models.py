@@ -1,6 +1,7 @@
 """Users' modules with bugs, as users write them: one that fails while it is
-initialised, one that fails only when traced for training, and one that
-reduces over a collective axis name other than flax's 'batch'."""
+initialised, one that fails only when traced for training, one that
+reduces over a collective axis name other than flax's 'batch', and one with a
+single output."""
 
 import flax.linen as nn
 import jax
@@ -38,3 +39,13 @@ class OwnAxisName(nn.Module):
     x = nn.BatchNorm(use_running_average=not train, axis_name='devices', name='norm')(x)
     x = jax.nn.relu(x)
     return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+class OneLogit(nn.Module):
+  """One output whatever the class count (a regression head): Dense(1)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Conv(8, (3, 3), name='conv')(x)
+    return nn.Dense(1, name='head')(x.reshape(x.shape[0], -1))

@@ -11,18 +11,25 @@ from ml_collections import config_dict
 
 from tfx_jax.errors import UserError
 
+# ImageNet's halves have about 500 classes: 20 train probe images a class
+# (the analysis refuses fewer than 10: grid/checks.py).
+IMAGENET_ANALYSIS = {'train_examples': 10_000}
+
 # Sensible values per dataset (model, input size, solver length). ImageNet is
 # the paper's: CaffeNet, batch 256, lr 0.01 x0.1 every 100k, 450k iterations.
 DATASET_PRESETS = {
     'imagenet2012': dict(model='caffenet', batch_size=256, lr=0.01,
                          total_steps=450_000, lr_step=100_000,
-                         eval_every=1000, checkpoint_every=5000),
+                         eval_every=1000, checkpoint_every=5000,
+                         analysis=IMAGENET_ANALYSIS),
     'imagenet_resized_32': dict(model='small', batch_size=256, lr=0.01,
                                 total_steps=100_000, lr_step=40_000,
-                                eval_every=1000, checkpoint_every=5000),
+                                eval_every=1000, checkpoint_every=5000,
+                                analysis=IMAGENET_ANALYSIS),
     'imagenet_resized_64': dict(model='small', batch_size=256, lr=0.01,
                                 total_steps=100_000, lr_step=40_000,
-                                eval_every=1000, checkpoint_every=5000),
+                                eval_every=1000, checkpoint_every=5000,
+                                analysis=IMAGENET_ANALYSIS),
     'cifar10': dict(model='small', batch_size=128, lr=0.01, total_steps=20_000,
                     lr_step=8_000, eval_every=500, checkpoint_every=1000),
     'cifar100': dict(model='small', batch_size=128, lr=0.01, total_steps=30_000,
