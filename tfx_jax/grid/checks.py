@@ -161,13 +161,18 @@ def head(c: ml_collections.ConfigDict, image_shape, groups: tuple[str, ...],
                 and getattr(wider.get(p), 'shape', None) != params[p].shape]
       if inside:
         rest = ','.join(g for g in groups if g != group)
-        raise UserError(f'Layer group {group!r} holds the head ({inside[0].rpartition("/")[0]}, whose shape '
+        fix = (f'leave it out, e.g. --config.layer_groups={rest}' if rest else
+               'list the layers below it as groups (nested paths as a/b)')
+        layer = inside[0].rpartition('/')[0] or inside[0]
+        raise UserError(f'Layer group {group!r} holds the head ({layer}, whose shape '
                         f'follows the number of classes), which is never transferred: '
-                        f'leave it out, e.g. --config.layer_groups={rest or "conv1"}.')
+                        f'{fix}.')
 
 
 def analysis_sizes(c: ml_collections.ConfigDict, split: str, resolved: dict) -> None:
   """At least ANALYSIS_PER_CLASS train probe images per class of target B."""
+  if 'B' not in resolved:
+    return
   classes = len(resolved['B'].classes)
   if c.analysis.train_examples // classes < ANALYSIS_PER_CLASS:
     raise UserError(f'config.analysis.train_examples={c.analysis.train_examples} gives '

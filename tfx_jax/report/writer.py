@@ -182,7 +182,8 @@ def _write_all(out: str, contents: dict, workdir: str) -> None:
       raise
     fault = fault.replace(f'Cannot write {os.fsdecode(e.filename or workdir)}:',
                           f'Cannot write the report in {out}:', 1)
-    raise errors.UserError(f'{fault[:-1]}; the previous report is left as it was.') from e
+    kept = '; the previous report is left as it was' if os.path.isdir(out) else ''
+    raise errors.UserError(f'{fault[:-1]}{kept}.') from e
   finally:
     if tmp:
       shutil.rmtree(tmp, ignore_errors=True)
