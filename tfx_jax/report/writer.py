@@ -182,8 +182,8 @@ def _write_all(out: str, contents: dict, workdir: str) -> None:
       raise
     fault = fault.replace(f'Cannot write {os.fsdecode(e.filename or workdir)}:',
                           f'Cannot write the report in {out}:', 1)
-    kept = '; the previous report is left as it was' if os.path.isdir(out) else ''
-    raise errors.UserError(f'{fault[:-1]}{kept}.') from e
+    previous = '; the previous report is left as it was' if os.path.isdir(out) else ''
+    raise errors.UserError(f'{fault[:-1]}{previous}.') from e
   finally:
     if tmp:
       shutil.rmtree(tmp, ignore_errors=True)
