@@ -1,7 +1,7 @@
 """Users' modules with bugs, as users write them: one that fails while it is
 initialised, one that fails only when traced for training, one that
-reduces over a collective axis name other than flax's 'batch', and one whose
-features the analysis cannot read."""
+reduces over a collective axis name other than flax's 'batch', one whose
+features the analysis cannot read, and one with a single output."""
 
 import flax.linen as nn
 import jax
@@ -53,3 +53,13 @@ class TrainOnlyBranch(nn.Module):
       x = x + nn.Conv(8, (3, 3), name='branch')(x)
     x = nn.relu(nn.Dense(16, name='hidden')(x.reshape(x.shape[0], -1)))
     return nn.Dense(self.num_classes, name='head')(x)
+
+
+class OneLogit(nn.Module):
+  """One output whatever the class count (a regression head): Dense(1)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Conv(8, (3, 3), name='conv')(x)
+    return nn.Dense(1, name='head')(x.reshape(x.shape[0], -1))

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+import tensorflow_datasets as tfds
 
 from tfx_jax.data import datasets, images, input_pipeline, subsets
 from tfx_jax.data.sources import digits, folders, jpeg_shards
@@ -19,6 +20,20 @@ from tfx_jax.grid import experiments
 import image_folder
 from conftest import ROOT, cli, results
 from test_input_pipeline_tfds import TfxJaxTinyImages
+
+
+class TfxJaxFourClasses(TfxJaxTinyImages):
+  """The tiny images in 4 classes: each random half has 2 (a half of one class
+  is refused)."""
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'image': tfds.features.Image(shape=(32, 32, 3)),
+        'label': tfds.features.ClassLabel(num_classes=4)}))
+
+  def _generate_examples(self, n, seed):
+    for i, example in super()._generate_examples(n, seed):
+      yield i, {**example, 'label': i % 4}
 
 # ---------------------------------------------------------------- subsets
 
@@ -282,20 +297,20 @@ def test_a_cross_dataset_grid_onto_a_folder_runs_and_its_workdir_refuses_changes
 
 def test_any_tfds_dataset_runs_the_runlocal_grid(tmp_path):
   data = str(tmp_path / 'tfds')
-  TfxJaxTinyImages(data_dir=data, file_format='array_record').download_and_prepare()
-  spec = datasets.dataset_spec('tfds:tfx_jax_tiny_images', data)
-  assert (spec.num_classes, spec.image_shape, spec.eval_split) == (3, (32, 32, 3), 'test')
-  stats = json.load(open(os.path.join(data, 'tfx_jax_tiny_images', '1.0.0',
+  TfxJaxFourClasses(data_dir=data, file_format='array_record').download_and_prepare()
+  spec = datasets.dataset_spec('tfds:tfx_jax_four_classes', data)
+  assert (spec.num_classes, spec.image_shape, spec.eval_split) == (4, (32, 32, 3), 'test')
+  stats = json.load(open(os.path.join(data, 'tfx_jax_four_classes', '1.0.0',
                                       'tfx_jax-stats-train-32x32x3.json')))
   assert abs(stats['mean'][0] - 127.5) < 8 and abs(stats['std'][0] - 73.9) < 4  # Uniform.
   w = str(tmp_path / 'w')
-  done = cli('--config=configs/random_split.py:dataset=tfds:tfx_jax_tiny_images,runlocal',
+  done = cli('--config=configs/random_split.py:dataset=tfds:tfx_jax_four_classes,runlocal',
              f'--config.data_dir={data}', '--config.layers=1', '--config.image_size=24',
              f'--workdir={w}')
   assert done.returncode == 0, done.stderr[-3000:]
   rows = results(w)
   assert len(rows) == 6 and {r['split'] for r in rows.values()} == {'random:0'}
-  m_n = cli('--config=configs/m_n_split.py:dataset=tfds:tfx_jax_tiny_images',
+  m_n = cli('--config=configs/m_n_split.py:dataset=tfds:tfx_jax_four_classes',
             f'--config.data_dir={data}', f'--workdir={tmp_path / "w2"}')
   assert m_n.returncode == 2 and 'has no dissimilar (m_n) split' in m_n.stderr
 

@@ -17,6 +17,7 @@ import pytest
 import image_folder
 from conftest import ROOT, RUNLOCAL, cli
 from test_input_pipeline_tfds import TfxJaxTinyImages
+from test_report import paper_like, report_cli, rows, write_results
 from test_robustness import left_in_group
 from tfx_jax.data import datasets
 from tfx_jax.data.sources import folders, jpeg_shards
@@ -166,6 +167,72 @@ def test_a_read_only_data_dir_is_one_line_naming_the_path(tmp_path):
     stderr = one_line(prepare_folder(source, os.path.join(disk, 'data')))
     assert f'Cannot write {disk}/data' in stderr and 'read-only' in stderr
     assert 'pass a --data_dir you can write to' in stderr
+
+
+def files_of(root):
+  return {os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), 'rb').read()
+          for d, _, names in os.walk(root) for n in names}
+
+
+def test_a_report_on_a_full_or_read_only_disk_is_one_line_and_the_old_report_stays(tmp_path):
+  w = str(tmp_path / 'disk')
+  with tmpfs(w, 'size=8m'):
+    write_results(w, rows(paper_like))
+    assert report_cli(f'--workdir={w}').returncode == 0
+    (tmp_path / 'disk' / 'report' / 'analysis.md').write_text('kept\n')  # Not the report's.
+    before = files_of(f'{w}/report')
+    write_results(w, rows(paper_like, seeds=(0, 1)))  # Fewer runs: a new report.
+    with open(f'{w}/filler', 'wb', buffering=0) as f:  # The disk full, but for 16 KB.
+      with pytest.raises(OSError):
+        while True:
+          f.write(b'\0' * 65536)
+    os.truncate(f'{w}/filler', os.path.getsize(f'{w}/filler') - 16384)
+    stderr = one_line(report_cli(f'--workdir={w}'))
+    assert f'Cannot write the report in {w}/report: the disk is full' in stderr, stderr
+    assert 'free space there' in stderr and 'the previous report is left as it was' in stderr
+    assert files_of(f'{w}/report') == before  # Whole, not half old and half new.
+    assert not [n for n in os.listdir(w) if n.startswith('.')]  # No temporary directory left.
+    os.remove(f'{w}/filler')
+    subprocess.run(['mount', '-o', 'remount,ro', w], check=True)
+    stderr = one_line(report_cli(f'--workdir={w}'))
+    assert f'Cannot write the report in {w}/report: the filesystem is read-only' in stderr
+    assert files_of(f'{w}/report') == before
+    subprocess.run(['mount', '-o', 'remount,rw', w], check=True)
+    assert report_cli(f'--workdir={w}').returncode == 0  # Space again: the new report.
+    after = files_of(f'{w}/report')
+    assert after['analysis.md'] == b'kept\n' and after['findings.md'] != before['findings.md']
+    assert set(after) == set(before)
+
+
+@pytest.fixture
+def immutable(tmp_path):
+  """chattr +i on paths (even root cannot replace them), undone at the end."""
+  held = []
+
+  def hold(path):
+    done = subprocess.run(['chattr', '+i', path], capture_output=True, text=True, check=False)
+    if done.returncode:
+      pytest.skip(f'chattr +i is not permitted here: {done.stderr.strip()}')
+    held.append(path)
+
+  yield hold
+  for path in held:
+    subprocess.run(['chattr', '-i', path], check=False)
+
+
+def test_an_unwritable_results_csv_is_one_line_and_a_rerun_writes_it(tmp_path, immutable):
+  w = str(tmp_path / 'w')
+  base = (f'--config={RUNLOCAL}', '--config.layers=(1,)', '--config.only=(base,)',
+          '--config.report=false', f'--workdir={w}')
+  assert cli(*base).returncode == 0
+  immutable(f'{w}/results.csv')
+  stderr = one_line(cli(*base))
+  assert f'Cannot write {w}/results.csv: permission denied' in stderr, stderr
+  assert 'the finished runs are kept, and a rerun writes' in stderr
+  assert not [n for n in os.listdir(w) if n.endswith('.tmp')]
+  subprocess.run(['chattr', '-i', f'{w}/results.csv'], check=True)
+  again = cli(*base)
+  assert again.returncode == 0 and '1 finished' in again.stdout, again.stderr[-3000:]
 
 
 # ---------------------------------------------------------------- gs:// without gcsfs

@@ -107,7 +107,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   except BaseException as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
-    if isinstance(e, OSError) and e.filename is None:  # write() names no file (a full disk).
+    # write() names no file (a full disk), replace() the temp file: name `path`.
+    if isinstance(e, OSError) and e.filename in (None, tmp):
       raise OSError(e.errno, e.strerror, path) from e
     raise
 

@@ -55,7 +55,27 @@ def model_input(config) -> DatasetSpec:
 
 def resolve(split: str, config) -> dict[str, Task]:
   """The tasks ('A' and 'B', or 'all') that `split` gives under `config`
-  (its dataset, source_dataset, data_dir, image_size and splits)."""
+  (its dataset, source_dataset, data_dir, image_size and splits); a UserError
+  for a task of fewer than 2 classes, on which a network learns nothing (loss
+  0, top-1 1.0 from the first step)."""
+  resolved = _resolve(split, config)
+  for name, task in resolved.items():
+    if len(task.classes) >= 2:
+      continue
+    if name == ALL:
+      what, fix = f'Dataset {config.dataset}', 'use a dataset of 2 or more classes'
+    elif split.startswith('random:'):
+      what = f'Split {split!r} of {config.dataset} ({task.data.num_classes} classes): half {name}'
+      fix = 'a random split needs 4 or more classes; use custom:<A>/<B> or another dataset'
+    else:
+      what = f'Split {split!r}: {"task" if split.startswith(FROM) else "half"} {name}'
+      fix = 'give each at least 2 classes'
+    raise UserError(f'{what} has {len(task.classes)} class: a network trained on one '
+                    f'class learns nothing (loss 0, top-1 1.0); {fix}.')
+  return resolved
+
+
+def _resolve(split: str, config) -> dict[str, Task]:
   target = spec(config.dataset, config)
   if split.startswith(FROM):
     name, classes = parse_source(split[len(FROM):])

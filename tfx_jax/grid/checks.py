@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from flax import traverse_util
 
 from tfx_jax import config as config_lib
 from tfx_jax import files
@@ -26,6 +29,10 @@ AT_LEAST_1 = ('batch_size', 'eval_batch_size', 'total_steps', 'lr_step', 'eval_e
               'log_every', 'checkpoint_every', 'keep_checkpoints', 'sweep.num_shards',
               'analysis.train_examples', 'analysis.probe_steps')
 AT_LEAST_0 = ('eval_examples', 'warmup_steps')
+# The analysis's train probe images per class of target B (docs/report.md): with
+# one, a class has no spread and H-score is C - 1 at every layer; with a few,
+# the probe's top-1 and the scores are noise.
+ANALYSIS_PER_CLASS = 10
 
 
 def _field(c: ml_collections.ConfigDict, name: str):
@@ -93,8 +100,12 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   model_input = tasks.model_input(c)
   groups = registry.transferable_groups(c.model, model_input.image_shape,
                                         experiments.names(c.layer_groups), c.axis_name)
-  for _, split, _ in experiments.parts(c):
-    tasks.resolve(split, c)
+  resolved = {split: tasks.resolve(split, c) for _, split, _ in experiments.parts(c)}
+  head(c, model_input.image_shape, groups,
+       max(len(t.classes) for split in resolved.values() for t in split.values()))
+  for experiment, split, _ in experiments.parts(c):
+    if experiment == 'transfer' and c.report and c.analysis.run:  # Analysed at the end.
+      analysis_sizes(c, split, resolved[split])
   solver = {k: v for k, v in c.source_solver.items() if v is not None}
   if solver and not c.source_dataset:
     raise UserError(f'config.source_solver sets {", ".join(sorted(solver))}, but there '
@@ -124,6 +135,75 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   return groups
 
 
+def head(c: ml_collections.ConfigDict, image_shape, groups: tuple[str, ...],
+         num_classes: int) -> None:
+  """One logit per class, and the head (the parameters whose shapes follow the
+  class count) in no transferable group: else every loss is NaN, or the runs
+  train and their transplants fail."""
+  def built(k):
+    model = registry.create(c.model, k, c.axis_name)
+    variables = jax.eval_shape(lambda: registry.init_variables(
+        model, jax.random.PRNGKey(0), image_shape))
+    logits = jax.eval_shape(lambda v: model.apply(
+        v, jnp.zeros((2, *image_shape)), train=False), variables)
+    return traverse_util.flatten_dict(dict(variables['params']), sep='/'), logits
+
+  params, logits = built(num_classes)
+  width = getattr(logits, 'shape', (None,))[-1]  # A tuple: the model's registry checks it.
+  if width is not None and width < num_classes:
+    raise UserError(f'Model {c.model!r} gives {width} logit{"s" * (width != 1)} per image, '
+                    f'but its task has {num_classes} classes: classification needs one '
+                    f'logit per class; end the model in Dense(num_classes).')
+  wider, _ = built(num_classes + 1)
+  for group in groups:
+    for path in group.split('+'):
+      inside = [p for p in params if (p == path or p.startswith(path + '/'))
+                and getattr(wider.get(p), 'shape', None) != params[p].shape]
+      if inside:
+        rest = ','.join(g for g in groups if g != group)
+        fix = (f'leave it out, e.g. --config.layer_groups={rest}' if rest else
+               'list the layers below it as groups (nested paths as a/b)')
+        layer = inside[0].rpartition('/')[0] or inside[0]
+        raise UserError(f'Layer group {group!r} holds the head ({layer}, whose shape '
+                        f'follows the number of classes), which is never transferred: '
+                        f'{fix}.')
+
+
+def analysis_sizes(c: ml_collections.ConfigDict, split: str, resolved: dict) -> None:
+  """At least ANALYSIS_PER_CLASS train probe images per class of target B."""
+  if 'B' not in resolved:
+    return
+  classes = len(resolved['B'].classes)
+  if c.analysis.train_examples // classes < ANALYSIS_PER_CLASS:
+    raise UserError(f'config.analysis.train_examples={c.analysis.train_examples} gives '
+                    f'{max(1, c.analysis.train_examples // classes)} image(s) per class of '
+                    f'target B ({classes} classes, split {split}); the analysis needs '
+                    f'{ANALYSIS_PER_CLASS} or more to mean something: '
+                    f'--config.analysis.train_examples={ANALYSIS_PER_CLASS * classes}, or '
+                    f'--config.analysis.run=false.')
+
+
+def target_sizes(c: ml_collections.ConfigDict) -> None:
+  """Each target-set size at most the smallest class of target B's train split,
+  whose images it would otherwise all take while recording the size asked."""
+  largest = max((int(k) for k in c.target_examples_per_class), default=0)
+  if not largest:
+    return
+  for _, split, _ in experiments.parts(c):
+    task = tasks.resolve(split, c).get('B')
+    if task is None:
+      continue
+    _, _, _, _, _, labels = input_pipeline.open_subset(
+        task.data, 'train', task.classes, 1, task.data_dir, 0, 1, None)
+    counts = np.bincount(labels, minlength=len(task.classes))
+    if largest > counts.min():
+      smallest = int(task.classes[int(counts.argmin())])
+      raise UserError(f'config.target_examples_per_class has {largest}, but class '
+                      f'{smallest} of target B ({task.data.name}) holds {counts.min()} '
+                      f'train images, the fewest: give sizes up to {counts.min()} '
+                      f'(0: all images).')
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True,
             this_host: bool = True) -> tuple[str, ...]:
   """What a job checks before it trains (the config, the data, the workdir:
@@ -140,6 +220,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, write: bool = Tr
     if this_host:
       input_pipeline.check_shared_memory(task.data, config.num_workers, batch,
                                          task.data.image_shape, ahead=config.device_prefetch)
+  target_sizes(config)
   bases = pretrained.check(config, groups)
   pretrained.check_recorded(workdir, bases)
   if jax.process_index() == 0:

@@ -159,8 +159,9 @@ def lacking(fresh: Mapping, loaded: Mapping) -> list[str]:
 
 def check(config: ml_collections.ConfigDict, groups: tuple[str, ...]) -> dict[str, dict]:
   """Each pretrained base's checkpoint, read and fitted to the model now (one
-  clear error, before anything is written): {base run id: {path, sha256}}."""
-  out, read = {}, {}
+  clear error, before anything is written; base A and base B of a seed never
+  the same network, by content): {base run id: {path, sha256}}."""
+  out, read, bases = {}, {}, {}
   image_shape = tasks.model_input(config).image_shape
   for spec in experiments.study(config, len(groups)):
     path = path_of(config, spec.target, spec.seed)
@@ -179,6 +180,13 @@ def check(config: ml_collections.ConfigDict, groups: tuple[str, ...]) -> dict[st
                     f'{collection} go with its transplanted groups.')
       read[path] = fingerprint(loaded)
     out[spec.run_id] = {'path': path, 'sha256': read[path]}
+    pair = bases.setdefault((spec.split, spec.seed), {})
+    pair[spec.target] = path
+    if len(pair) == 2 and read[pair['A']] == read[pair['B']]:
+      raise UserError(
+          f'--config.base_a {pair["A"]!r} and --config.base_b {pair["B"]!r} are the same '
+          f'network (sha256 {read[path][:12]}): every comparison of A and B would be of it '
+          f'with itself. Give base B its own checkpoint, or unset base_b to train it here.')
   return out
 
 

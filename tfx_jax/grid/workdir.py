@@ -100,7 +100,14 @@ class Workdir:
       found = [self.read_result(run_id) for run_id in first + others]
       return results.to_csv([r for r in found if r is not None])
 
-    files.write_settled(path, render)
+    try:
+      files.write_settled(path, render)
+    except OSError as e:  # A full disk, read-only filesystem or denied write: one line.
+      fault = errors.write_fault(e, self.path, '--workdir')
+      if not fault:
+        raise
+      raise UserError(f'{fault[:-1]}; the finished runs are kept, and a rerun writes '
+                      f'{path}.') from e
     return path
 
   def prepare(self, config: ml_collections.ConfigDict, groups: tuple[str, ...] = ()) -> None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+
+from etils import epath
 
 from tfx_jax import errors, files
 from tfx_jax.grid import results
@@ -92,11 +96,9 @@ def write_report(workdir: str) -> dict:
                           'holds_from_step': when.get(f.id, (None, None))[1]}
                          for f in found]}
   out = os.path.join(workdir, REPORT_DIR)
-  try:
-    files.makedirs(out)
-  except (FileExistsError, NotADirectoryError):
+  if files.exists(out) and not epath.Path(out).is_dir():
     raise errors.UserError(f'{out} is a file, where the report goes; move it away, '
-                           f'then write the report again.') from None
+                           f'then write the report again.')
   texts = {
       'findings.json': json.dumps(result, indent=2) + '\n',
       'findings.md': tables.findings_markdown(found, runs, dataset,
@@ -110,11 +112,9 @@ def write_report(workdir: str) -> dict:
   tuned = tune.families(runs)
   if tuned:
     texts['tune.md'] = tune.markdown(runs, dataset, groups)
-  for name, text in texts.items():
-    files.atomic_write(os.path.join(out, name), text.encode('utf-8'))
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
            f'minus its base over training' if family else 'No transfer runs')
-  for name, fig, formats in (
+  figs = (
       ('figure2', figures.figure2(runs, dataset, groups), ('png', 'svg')),
       ('figure3', figures.figure3(runs, dataset, groups), ('png',)),
       ('over_time', figures.over_time(table, title, len(groups)), ('png',)),
@@ -123,7 +123,67 @@ def write_report(workdir: str) -> dict:
       *((f'tune_{family}', tune.figure(runs, family, dataset, groups), ('png',))
         for family in tuned),
       *((f'wise_{family}', tune.wise_figure(runs, family, dataset), ('png',))
-        for family in tuned)):
+        for family in tuned))
+  for name, fig, formats in figs:
     for fmt in formats:
-      files.atomic_write(os.path.join(out, f'{name}.{fmt}'), figures.to_bytes(fig, fmt))
+      texts[f'{name}.{fmt}'] = figures.to_bytes(fig, fmt)
+  _write_all(out, texts, workdir)
   return result
+
+
+def _write_all(out: str, contents: dict, workdir: str) -> None:
+  """Writes {name: text or bytes} as the directory `out`, whole or not at all:
+  locally into a temporary directory next to it (with the files of the old
+  report that this one does not write, the analysis's), renamed into place,
+  so a full disk leaves the previous report as it was; on gs://, object by
+  object (each is written whole). A full disk, read-only filesystem or
+  denied write is one line naming `out`."""
+  if not files.is_local(out):
+    files.makedirs(out)
+    for name, data in contents.items():
+      files.atomic_write(os.path.join(out, name), data)
+    return
+  tmp = None
+  try:
+    tmp = tempfile.mkdtemp(dir=workdir, prefix=f'.{REPORT_DIR}-', suffix='.tmp')
+    for name, data in contents.items():
+      with open(os.path.join(tmp, name), 'wb') as f:
+        f.write(data.encode('utf-8') if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    kept = files.listdir(out)
+    for name in kept:
+      if name in contents:
+        continue
+      source, copy = os.path.join(out, name), os.path.join(tmp, name)
+      if os.path.isdir(source):
+        shutil.copytree(source, copy)
+        continue
+      try:  # A hard link: no space, and the old report keeps its file.
+        os.link(source, copy)
+      except OSError:
+        shutil.copy2(source, copy)
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; reports are for everyone to read.
+    old = f'{tmp[:-len(".tmp")]}.old' if kept else None
+    if old:
+      os.rename(out, old)
+    try:
+      os.rename(tmp, out)
+    except OSError:
+      if old:
+        os.rename(old, out)
+      raise
+    tmp = None
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+  except OSError as e:
+    fault = errors.write_fault(e, workdir, '--workdir')
+    if not fault:
+      raise
+    fault = fault.replace(f'Cannot write {os.fsdecode(e.filename or workdir)}:',
+                          f'Cannot write the report in {out}:', 1)
+    previous = '; the previous report is left as it was' if os.path.isdir(out) else ''
+    raise errors.UserError(f'{fault[:-1]}{previous}.') from e
+  finally:
+    if tmp:
+      shutil.rmtree(tmp, ignore_errors=True)
