@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
@@ -137,24 +136,17 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
 
 def head(c: ml_collections.ConfigDict, image_shape, groups: tuple[str, ...],
          num_classes: int) -> None:
-  """One logit per class, and the head (the parameters whose shapes follow the
-  class count) in no transferable group: else every loss is NaN, or the runs
-  train and their transplants fail."""
+  """The head (the parameters whose shapes follow the class count) in no
+  transferable group, wherever the model keeps it (the registry refuses it as
+  the params tree's last entry, and logits that are not [batch, classes]):
+  else the runs train and their transplants fail."""
   def built(k):
     model = registry.create(c.model, k, c.axis_name)
     variables = jax.eval_shape(lambda: registry.init_variables(
         model, jax.random.PRNGKey(0), image_shape))
-    logits = jax.eval_shape(lambda v: model.apply(
-        v, jnp.zeros((2, *image_shape)), train=False), variables)
-    return traverse_util.flatten_dict(dict(variables['params']), sep='/'), logits
+    return traverse_util.flatten_dict(dict(variables['params']), sep='/')
 
-  params, logits = built(num_classes)
-  width = getattr(logits, 'shape', (None,))[-1]  # A tuple: the model's registry checks it.
-  if width is not None and width < num_classes:
-    raise UserError(f'Model {c.model!r} gives {width} logit{"s" * (width != 1)} per image, '
-                    f'but its task has {num_classes} classes: classification needs one '
-                    f'logit per class; end the model in Dense(num_classes).')
-  wider, _ = built(num_classes + 1)
+  params, wider = built(num_classes), built(num_classes + 1)
   for group in groups:
     for path in group.split('+'):
       inside = [p for p in params if (p == path or p.startswith(path + '/'))
