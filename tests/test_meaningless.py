@@ -121,3 +121,17 @@ def test_a_model_of_one_logit_is_refused(tmp_path):
   stderr = refused(tmp_path, *BASE, '--config.model=tests.broken_models:OneLogit')
   assert ('returned logits float32[2, 1]' in stderr
           and 'give the head num_classes outputs' in stderr), stderr
+
+
+def test_a_target_size_list_without_0_runs(tmp_path):
+  """Case 7: one size, as docs/own_data.md allows (and any list without 0),
+  crashed on ordering the bases; base A (all its images) now comes after
+  base B's sizes."""
+  workdir = tmp_path / 'w'
+  result = cli(f'--config={RUNLOCAL}', '--config.target_examples_per_class=10',
+               '--config.layers=(1,)', '--config.only=(transfer,)', '--config.report=false',
+               f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / 'results.csv') as f:
+    rows = f.read().splitlines()
+  assert rows[1].startswith('m_n-baseA-s0,') and rows[2].startswith('m_n-A1B-k10-s0,'), rows
