@@ -48,8 +48,7 @@ def main(argv):
   if gpus:  # This process only checks and waits: the shards hold the GPUs.
     jax.config.update('jax_platforms', 'cpu')
   if distributed:
-    # CPU collectives between processes need gloo (GPUs and TPUs ignore it); None in
-    # the distributed flags: auto-detect (TPU VM, SLURM).
+    # CPU collectives need gloo (GPUs, TPUs ignore it); unset flags: auto-detect (TPU VM, SLURM).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   config_name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
