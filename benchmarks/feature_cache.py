@@ -85,8 +85,8 @@ def main() -> None:
       entry[f'{name}_of_base'] = round(float(rows[run_id]['wall_s']) / base_s, 4)
       entry[f'{name}_top1'] = float(rows[run_id]['best10_top1'])
     table[run_id] = entry
-  print(f'| run | ms/step cached | uncached | run s cached | uncached | of baseA\'s run, cached '
-        f'| uncached | best10 top-1 cached | uncached |\n|---|---|---|---|---|---|---|---|---|')
+  print("| run | ms/step cached | uncached | run s cached | uncached | of baseA's run, cached "
+        '| uncached | best10 top-1 cached | uncached |\n|---|---|---|---|---|---|---|---|---|')
   for run_id, e in table.items():
     print(f'| {run_id} | {e["cached_ms_per_step"]} | {e["uncached_ms_per_step"]} | '
           f'{e["cached_run_s"]} | {e["uncached_run_s"]} | {e["cached_of_base"]} | '
