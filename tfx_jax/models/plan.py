@@ -64,10 +64,6 @@ class Plan:
     first = next((i for i, g in enumerate(self.groups) if g.trains), len(self.groups))
     return _paths(names[:first], [True] * first)
 
-  def source(self) -> str:
-    """The base the copied groups come from ('A' / 'B'), '' when none."""
-    return next((g.values for g in self.groups if g.values != FRESH), '')
-
   def solver_key(self) -> tuple:
     """What the optimizer depends on (not which base the values came from)."""
     groups = tuple(dataclasses.replace(g, values='') for g in (*self.groups, self.head))
@@ -83,7 +79,7 @@ def _paths(names: Sequence[str], chosen: Sequence[bool]) -> tuple[str, ...]:
 def _group_of(path: str, names: Sequence[str]) -> int | None:
   """The index of the group holding the leaf `path`; None for the head."""
   for i, name in enumerate(names):
-    if any(path == p or path.startswith(p + '/') for p in name.split('+')):
+    if any(surgery.under(path, p) for p in name.split('+')):
       return i
   return None
 
@@ -147,7 +143,7 @@ def interpolate(fine_tuned: Mapping, transferred: Mapping, alpha: float,
   flat_tr = traverse_util.flatten_dict(surgery.merge(transferred), sep='/')
   out = {}
   for path, value in flat_ft.items():
-    under = any(path == p or path.startswith(p + '/') for p in layers)
+    under = any(surgery.under(path, p) for p in layers)
     if under and jnp.issubdtype(value.dtype, jnp.floating):
       if path not in flat_tr or flat_tr[path].shape != value.shape:
         raise ValueError(f'Cannot interpolate {path}: the transferred tree has '

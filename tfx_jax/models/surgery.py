@@ -45,13 +45,14 @@ def _as_dict(tree: Any) -> Any:
   return tree
 
 
-def _under(path: str, layer: str) -> bool:
+def under(path: str, layer: str) -> bool:
+  """Whether the leaf or layer `path` is `layer` or inside it ('a/b' under 'a')."""
   return path == layer or path.startswith(layer + '/')
 
 
 def _check_layers(flat: Mapping[str, Any], layers: Iterable[str], what: str,
                   tree: Mapping) -> None:
-  unknown = [layer for layer in layers if not any(_under(p, layer) for p in flat)]
+  unknown = [layer for layer in layers if not any(under(p, layer) for p in flat)]
   if unknown:
     raise ValueError(f'Unknown layer(s) {unknown} in the {what} tree; its '
                      f'layers are {list(tree)} (nested paths as \'a/b\').')
@@ -61,7 +62,7 @@ def _mismatches(target: dict, source: dict, layers: Sequence[str],
                 prefix: str = '') -> list[str]:
   problems = []
   for path in sorted(set(source) | set(target)):
-    if not any(_under(path, layer) for layer in layers):
+    if not any(under(path, layer) for layer in layers):
       continue
     src, dst = source.get(path), target.get(path)
     if path not in source:
@@ -84,8 +85,8 @@ def _raise(problems: list[str]) -> None:
 
 def _copy_under(target: dict, source: dict, layers: Sequence[str]) -> dict:
   """Flat `target` with every leaf under `layers` taken from flat `source`."""
-  out = {p: v for p, v in target.items() if not any(_under(p, l) for l in layers)}
-  out.update({p: v for p, v in source.items() if any(_under(p, l) for l in layers)})
+  out = {p: v for p, v in target.items() if not any(under(p, l) for l in layers)}
+  out.update({p: v for p, v in source.items() if any(under(p, l) for l in layers)})
   return out
 
 
@@ -119,7 +120,7 @@ def transplant_variables(target: Mapping, source: Mapping, layers: Iterable[str]
   flat = {name: (_flat(target[name]), _flat(source[name])) for name in target}
   for what, i, tree in (('target', 0, target), ('source', 1, source)):
     missing = [layer for layer in layers if not any(
-        _under(p, layer) for pair in flat.values() for p in pair[i])]
+        under(p, layer) for pair in flat.values() for p in pair[i])]
     if missing:
       known = sorted({k for collection in tree.values() for k in collection})
       raise ValueError(f'Unknown layer(s) {missing} in the {what} variables; its '
@@ -161,7 +162,7 @@ def freeze_labels(params: Mapping, frozen_layers: Iterable[str],
   _check_layers(flat, frozen_layers, 'params', params)
   labels = {}
   for path in flat:
-    if any(_under(path, layer) for layer in frozen_layers):
+    if any(under(path, layer) for layer in frozen_layers):
       labels[path] = FROZEN
     elif path.rsplit('/', 1)[-1] == 'bias':
       labels[path] = BIASES
@@ -175,7 +176,7 @@ def split_trainable(params: Mapping, frozen_layers: Iterable[str]) -> tuple[dict
   frozen_layers = tuple(frozen_layers)
   flat = _flat(params)
   _check_layers(flat, frozen_layers, 'params', params)
-  is_frozen = {p: any(_under(p, layer) for layer in frozen_layers) for p in flat}
+  is_frozen = {p: any(under(p, layer) for layer in frozen_layers) for p in flat}
   trainable = {p: v for p, v in flat.items() if not is_frozen[p]}
   frozen = {p: v for p, v in flat.items() if is_frozen[p]}
   return (traverse_util.unflatten_dict(trainable, sep='/'),
