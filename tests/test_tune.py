@@ -17,6 +17,7 @@ import pytest
 from flax import traverse_util
 
 from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results, shared_grid
+from tfx_jax.data import input_pipeline
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments
 from tfx_jax.models import optim, plan as plan_lib, registry, surgery
@@ -337,48 +338,63 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
                    - float(reference[run_id][key])) <= 1 / 128, (run_id, key)
 
 
+def _train_data(examples_per_class=0):
+  """Fashion-MNIST's first four classes as the runner reads them (3,000 a class)."""
+  return input_pipeline.train_iterator('fashion_mnist', (0, 1, 2, 3), batch_size=8, seed=0,
+                                       examples_per_class=examples_per_class)
+
+
 def test_the_feature_cache_says_why_it_is_off():
   """Augmented inputs, a budget too small, dropout in every frozen group: one
   line each, and the batches as they were."""
   mesh = steps.make_mesh()
   model = registry.create('small', 4)
   variables = registry.init_variables(model, jax.random.PRNGKey(0), (28, 28, 1))
-  data = _Batches()
+  data = _train_data(examples_per_class=3000)
   notes = []
   kwargs = dict(batch_size=8, budget_mb=2048.0, augment=False, log=notes.append)
   norm = steps.normalizer((128.0,), (64.0,))
   out, cut = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
-                                       **{**kwargs, 'augment': True})
+                                 **{**kwargs, 'augment': True})
   assert (out, cut, notes[-1]) == (data, None,
                                    '  feature cache off: augmentation changes the inputs.')
   out, cut = feature_cache.setup(model, GROUPS, variables, data, norm, mesh,
-                                       **{**kwargs, 'budget_mb': 1.0})
-  assert out is data and cut is None
+                                 **{**kwargs, 'budget_mb': 1.0}, eval_examples=4000)
+  assert out is data and cut is None  # fc6's 256 floats for 12,000 + 4,000 examples:
   assert notes[-1] == ('  feature cache off: the output of fc6 for every example needs '
-                       '12 MB, over --config.feature_cache_mb=1.')
+                       '16 MB, over --config.feature_cache_mb=1.')
   out, cut = feature_cache.setup(model, ('fc7',), variables, data, norm, mesh, **kwargs)
   assert out is data and cut is None and 'dropout or batch statistics' in notes[-1]
   out, cut = feature_cache.setup(model, GROUPS[:3], variables, data, norm, mesh,
-                                       **kwargs)
-  assert cut == ('conv3', (28, 28, 1)) and out.features_shape == (7, 7, 96)
+                                 **kwargs)
+  assert cut == ('conv3', (28, 28, 1), (7, 7, 96)) and out.features_shape == (7, 7, 96)
   assert data.get_state() == {'next_batch': 0}  # The batch it looked at is put back.
 
 
-class _Batches:
-  """A train iterator of 12,000 examples' batches, as input_pipeline's."""
-  num_examples = 12_000
-
-  def __init__(self):
-    self._next = 0
-
-  def __next__(self):
-    rng = np.random.default_rng(self._next)
-    self._next += 1
-    return {'image': rng.integers(0, 255, (8, 28, 28, 1), np.uint8),
-            'label': rng.integers(0, 4, 8).astype(np.int32)}
-
-  def get_state(self):
-    return {'next_batch': self._next}
-
-  def set_state(self, state):
-    self._next = state['next_batch']
+def test_the_feature_cache_loads_each_image_once_and_gives_the_prefix_output():
+  """Keyed by example: over three epochs of 40 examples each image is loaded
+  and its prefix computed once; every batch's features are the prefix's
+  output for that batch's images, and the state resumes on the same batch."""
+  mesh = steps.make_mesh()
+  model = registry.create('small', 4)
+  variables = registry.init_variables(model, jax.random.PRNGKey(0), (28, 28, 1))
+  norm = steps.normalizer((128.0,), (64.0,))
+  data, reference = _train_data(examples_per_class=10), _train_data(examples_per_class=10)
+  loads = []
+  load = data.load
+  data.load = lambda plan: loads.append(len(plan['index'])) or load(plan)
+  out, cut = feature_cache.setup(model, GROUPS, variables, data, norm, mesh, batch_size=8,
+                                 budget_mb=64.0, augment=False, log=lambda _: None)
+  assert cut[0] == 'fc6'
+  prefix = feature_cache.make_prefix(model, 'fc6', norm)
+  for _ in range(15):  # 3 epochs of 5 batches.
+    batch, want = next(out), next(reference)
+    np.testing.assert_array_equal(batch['label'], want['label'])
+    expected = prefix(variables, steps.global_batch({'image': want['image']}, mesh)['image'],
+                      jax.random.PRNGKey(3))
+    np.testing.assert_allclose(batch['features'], expected, rtol=1e-5, atol=1e-5)
+  assert out.computed == 40 and sum(loads) == 8 + 40  # choose_cut's batch, then each once.
+  state = out.get_state()
+  following = next(out)
+  out.set_state(state)
+  np.testing.assert_array_equal(next(out)['features'], following['features'])

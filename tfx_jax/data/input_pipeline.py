@@ -78,7 +78,7 @@ class _TrainPlan:
   def __init__(self, positions, labels, *, seed: int, batch_size: int,
                process_index: int, process_count: int, spec: DatasetSpec,
                augment: bool):
-    self._positions, self._labels = positions, labels
+    self.positions, self._labels = positions, labels
     self._seed, self._batch_size = seed, batch_size
     self._global = batch_size * process_count
     self._rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
@@ -95,7 +95,7 @@ class _TrainPlan:
   def _order(self, epoch: int) -> np.ndarray:
     cached_epoch, order = self._epoch_order
     if cached_epoch != epoch:
-      order = np.random.default_rng([self._seed, 0, epoch]).permutation(len(self._positions))
+      order = np.random.default_rng([self._seed, 0, epoch]).permutation(len(self.positions))
       self._epoch_order = (epoch, order)
     return order
 
@@ -103,7 +103,7 @@ class _TrainPlan:
     """Fewer examples than a global batch: batch i is positions i*G..(i+1)*G-1 of
     the epochs' permutations laid end to end, so every step is an optimizer
     step and each example comes up as often as any other."""
-    n = len(self._positions)
+    n = len(self.positions)
     t = np.arange(i * self._global, (i + 1) * self._global)[self._rows]
     return np.concatenate([self._order(int(e))[t[t // n == e] % n]
                            for e in np.unique(t // n)])
@@ -114,7 +114,7 @@ class _TrainPlan:
     else:
       epoch, j = divmod(int(i), self._batches_per_epoch)
       rows = self._order(epoch)[j * self._global:(j + 1) * self._global][self._rows]
-    plan = {'index': self._positions[rows], 'label': self._labels[rows]}
+    plan = {'index': self.positions[rows], 'label': self._labels[rows]}
     if self._augment:
       rng = np.random.default_rng([self._seed, 1, int(i)])
       n = self._global
@@ -342,7 +342,8 @@ def train_iterator(name: str | DatasetSpec, classes: Sequence[int], *, batch_siz
   workers = host_workers(spec, num_workers)
   batches = grain.MapDataset.source(plan).map(LoadBatch(source, spec, workers > 0))
   iterator = TrainIterator(batches, read_options or default_read_options(), workers)
-  iterator.num_examples = len(positions)  # This process's (training/feature_cache.py).
+  # What training/feature_cache.py reads: batch i's rows, and their images.
+  iterator.plan, iterator.load = plan, LoadBatch(source, spec)
   return iterator
 
 

@@ -111,38 +111,38 @@ class Grid:
           weight_decay=c.weight_decay, bias_lr_mult=c.bias_lr_mult)
     return self._optimizers[key]
 
-  def _batch_shapes(self, b: int, with_mask: bool, features=None):
+  def _batch_shapes(self, b: int, with_mask: bool, cut=None):
     sharding = steps.batch_sharded(self.mesh)
     shapes = {'image': jax.ShapeDtypeStruct((b, *self.image_shape), jnp.uint8,
                                             sharding=sharding),
               'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
-    if features is not None:  # The feature cache's batches: no images.
+    if cut is not None:  # The feature cache's batches: no images.
       del shapes['image']
-      shapes['features'] = jax.ShapeDtypeStruct((b, *features), jnp.float32, sharding=sharding)
+      shapes['features'] = jax.ShapeDtypeStruct((b, *cut[2]), jnp.float32, sharding=sharding)
     if with_mask:
       shapes['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
     return shapes
 
   def train_step(self, model, optimizer, state, frozen: tuple[str, ...], task: tasks.Task,
-                 batch_size: int, cut=None, features=None):
+                 batch_size: int, cut=None):
     key = (model.num_classes, frozen, id(optimizer), id(self.preprocess(task)), batch_size,
-           cut, features)
+           cut)
     if key not in self._steps:
       with self.progress.phase('compile'):
         step = steps.make_train_step(model, optimizer, frozen, self.mesh,
                                      self.preprocess(task), self.config.precision, cut)
         self._steps[key] = step.lower(
-            state, self._batch_shapes(batch_size, False, features)).compile()
+            state, self._batch_shapes(batch_size, False, cut)).compile()
     return self._steps[key]
 
-  def eval_step(self, model, variables, task: tasks.Task):
-    key = (model.num_classes, id(self.preprocess(task)))
+  def eval_step(self, model, variables, task: tasks.Task, cut=None):
+    key = (model.num_classes, id(self.preprocess(task)), cut)
     if key not in self._evals:
       with self.progress.phase('compile'):
         step = steps.make_eval_step(model, self.mesh, self.preprocess(task),
-                                    self.config.precision)
-        self._evals[key] = step.lower(
-            variables, self._batch_shapes(self.config.eval_batch_size, True)).compile()
+                                    self.config.precision, cut)
+        self._evals[key] = step.lower(variables, self._batch_shapes(
+            self.config.eval_batch_size, True, cut)).compile()
     return self._evals[key]
 
   def eval_data(self, half: tuple[str, str]) -> eval_cache.EvalCache:
@@ -296,7 +296,7 @@ class Grid:
     optimizer = self.optimizer(params, plan, c)
     state = steps.create_state(params, optimizer, spec.init_seed, self.mesh,
                                model_state=variables)
-    eval_fn = self.eval_step(model, state.variables, task)
+    eval_data = self.eval_data((spec.split, spec.target))
     data = input_pipeline.train_iterator(
         task.data, task.classes, batch_size=c.batch_size // jax.process_count(),
         seed=spec.init_seed, data_dir=task.data_dir, augment=c.augment,
@@ -305,18 +305,18 @@ class Grid:
     data, cut = feature_cache.setup(
         model, plan.prefix(self.groups) if not plan.probe_steps else (), state.variables,
         data, self.preprocess(task), self.mesh, batch_size=c.batch_size // jax.process_count(),
-        budget_mb=c.feature_cache_mb,
+        budget_mb=c.feature_cache_mb, eval_examples=eval_data.num_examples,
         augment=task.data.augment if c.augment is None else c.augment, log=self.log)
     step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups), task,
-                              c.batch_size, cut, data.features_shape if cut else None)
+                              c.batch_size, cut)
     if plan.probe_steps:
       probe_fn = self.train_step(model, optimizer, state, plan.probe_frozen(self.groups),
                                  task, c.batch_size)
       step_fn = steps.Phases((0, plan.probe_steps), (probe_fn, step_fn))
-    def evaluate(variables) -> dict:
-      return steps.evaluate(eval_fn, variables, self.eval_data((spec.split, spec.target)),
-                            self.local_eval_batch, self.mesh)
-
+    eval_fn = self.eval_step(model, state.variables, task, cut)
+    def evaluate(variables) -> dict:  # The frozen prefix's outputs too when cached.
+      return steps.evaluate(eval_fn, variables, data.eval_batches(eval_data) if cut
+                            else eval_data, self.local_eval_batch, self.mesh)
     try:
       state, history = loop.train_and_evaluate(
           c, spec.run_id, self.workdir.run_dir(spec.run_id), state, step_fn, evaluate,
@@ -325,10 +325,10 @@ class Grid:
     finally:
       data.close()  # Stops its worker processes now, not at garbage collection.
     wise = ()
-    if spec.wise and copied:  # WiSE-FT: the copied groups back toward the base's values.
+    if spec.wise and copied:  # WiSE-FT: the trained copied groups toward the base's values.
       with self.progress.phase('eval'):
-        wise = plan_lib.wise_curve(state.variables, self.base_variables(spec.base), copied,
-                                   experiments.wise_alphas(c), evaluate)
+        wise = plan_lib.wise_curve(state.variables, self.base_variables(spec.base),
+                                   plan.moved(self.groups), experiments.wise_alphas(c), evaluate)
       self.log('  WiSE top1 by alpha: ' + ', '.join(f'{a:g}: {t:.4f}' for a, t in wise))
     result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s,
                            precision=c.precision, wise=wise)

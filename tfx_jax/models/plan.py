@@ -58,6 +58,11 @@ class Plan:
     """The paths frozen during the probe steps: every group."""
     return _paths(names, [True] * len(self.groups))
 
+  def moved(self, names: Sequence[str]) -> tuple[str, ...]:
+    """The copied paths that train (WiSE interpolates these: a frozen one
+    keeps its base's values, which interpolating would only round)."""
+    return _paths(names, [g.values != FRESH and g.trains for g in self.groups])
+
   def prefix(self, names: Sequence[str]) -> tuple[str, ...]:
     """The paths of the groups below the first that trains, all frozen (the
     feature cache's); every group's when none trains (a linear probe)."""

@@ -153,15 +153,30 @@ def intercepting(path: str, fn: Callable) -> Callable:
   return interceptor
 
 
+def _apply(model: nn.Module, variables, batch, preprocess: Callable, precision: str,
+           cut: tuple | None, **kwargs):
+  """model.apply on the batch's images, or with `cut` (path, image shape, ...) on
+  its 'features' in place of the output of the module at `path`: what feeds
+  that module is then dead code, which XLA drops."""
+  if cut is None:
+    return model.apply(variables, precision_lib.cast(preprocess(batch['image']), precision),
+                       **kwargs)
+  images = jnp.zeros((batch['label'].shape[0], *cut[1]), jnp.float32)
+  features = precision_lib.cast(batch['features'], precision)
+  with nn.intercept_methods(intercepting(cut[0], lambda *_: features)):
+    return model.apply(variables, images, **kwargs)
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     frozen_layers: Iterable[str], mesh: Mesh,
                     preprocess: Callable[[jax.Array], jax.Array] | None = None,
                     precision: str = precision_lib.DEFAULT,
-                    cut: tuple[str, tuple[int, ...]] | None = None) -> Callable:
+                    cut: tuple | None = None) -> Callable:
   """Compiled `step(state, batch) -> (state, metrics)`; batch: image, label.
-  With `cut` = (path, image shape), batch: features, label: the features are
-  the output of the frozen module at `path` (training/feature_cache.py), used
-  in place of computing it; nothing below it is computed.
+  With `cut` = (path, image shape, features' shape), batch: features, label:
+  the features are the output of the frozen module at `path`
+  (training/feature_cache.py), used in place of computing it; nothing below it
+  is computed.
 
   Gradients are taken with respect to the trainable layers only, so XLA never
   builds the backward pass below the cut, and frozen leaves are passed through
@@ -183,16 +198,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     def loss_fn(trainable):
       variables = {'params': precision_lib.cast(surgery.merge(trainable, frozen), precision),
                    **state.model_state}
-      if cut is None:
-        images = precision_lib.cast(preprocess(batch['image']), precision)
-        out = model.apply(variables, images, train=True,
-                          rngs={'dropout': dropout_rng}, mutable=mutable or False)
-      else:  # The cut module gives the cached features; what feeds it is dead code.
-        images = jnp.zeros((batch['label'].shape[0], *cut[1]), jnp.float32)
-        features = precision_lib.cast(batch['features'], precision)
-        with nn.intercept_methods(intercepting(cut[0], lambda *_: features)):
-          out = model.apply(variables, images, train=True,
-                            rngs={'dropout': dropout_rng}, mutable=mutable or False)
+      out = _apply(model, variables, batch, preprocess, precision, cut, train=True,
+                   rngs={'dropout': dropout_rng}, mutable=mutable or False)
       logits, updated = (net.logits_of(out[0]), out[1]) if mutable else (net.logits_of(out), {})
       metrics = jax.tree.map(jnp.mean, _metrics(logits.astype(jnp.float32), batch['label']))
       return metrics['loss'], (metrics, updated)
@@ -232,8 +239,10 @@ class Phases:
 
 def make_eval_step(model: nn.Module, mesh: Mesh,
                    preprocess: Callable[[jax.Array], jax.Array] | None = None,
-                   precision: str = precision_lib.DEFAULT) -> Callable:
-  """Compiled `eval_step(variables, batch) -> sums`; batch: image, label, mask.
+                   precision: str = precision_lib.DEFAULT,
+                   cut: tuple | None = None) -> Callable:
+  """Compiled `eval_step(variables, batch) -> sums`; batch: image, label, mask
+  (with `cut`, features instead of image, as make_train_step's).
 
   `variables` are the model's Flax variables ({'params': ...} and any other
   collection: BatchNorm normalises with its running averages), computed in
@@ -244,8 +253,8 @@ def make_eval_step(model: nn.Module, mesh: Mesh,
   def eval_step(variables, batch):
     variables = {**variables, 'params': precision_lib.cast(variables['params'], precision)}
     with precision_lib.matmuls(precision):
-      logits = net.logits_of(model.apply(variables, precision_lib.cast(
-          preprocess(batch['image']), precision), train=False)).astype(jnp.float32)
+      logits = net.logits_of(_apply(model, variables, batch, preprocess, precision, cut,
+                                    train=False)).astype(jnp.float32)
     mask = batch['mask'].astype(jnp.float32)
     sums = {k: jnp.sum(v * mask) for k, v in _metrics(logits, batch['label']).items()}
     sums['count'] = jnp.sum(mask)
