@@ -158,3 +158,13 @@ def test_a_shifted_source_maps_the_labels():
   assert np.all(seen[~kept] == -1)
   target = dataclasses.replace(spec.shift, side='target')
   assert np.all(shifts.label_map(target, 10, 'fashion_mnist')[list(split.source_classes)] == -1)
+
+
+@pytest.mark.parametrize('memo_bytes', [0, 3 * 784, shifts.MEMO_BYTES])
+def test_a_shifted_source_gives_the_same_bytes_whatever_it_keeps(clean, memo_bytes):
+  images, indices = clean
+  source = shifts.ShiftedSource(reader.ArraySource(images, np.zeros(8, np.int32)), 'fog:4', 10,
+                                memo_bytes=memo_bytes)
+  expected = shifts.corrupt(images, 'fog:4', np.arange(8))
+  for order in ([0, 1, 2, 3], [3, 2, 5, 5, 7], [7, 6, 5, 4, 3, 2, 1, 0]):
+    assert np.array_equal(source.images(np.array(order)), expected[order])

@@ -38,6 +38,7 @@ LABEL_SHIFTS = ('permute_labels', 'flip_labels')
 NAMES = (*CORRUPTIONS, *FEATURE_SHIFTS, *LABEL_SHIFTS)
 DEFAULT_SEVERITY = 5  # A corruption named without one: CIFAR-10-C's strongest, as Lee et al. use.
 SIDES = ('source', 'target')
+MEMO_BYTES = 256 << 20  # Corrupted images a ShiftedSource keeps (Fashion-MNIST's train set: 47 MB).
 
 # Superclass -> its classes. Within each, the classes alternate between source
 # and target in the order listed (1st, 3rd, ... source; 2nd, 4th, ... target).
@@ -252,24 +253,35 @@ def label_map(shift: Shift | str, num_classes: int, dataset: str = '') -> np.nda
 
 class ShiftedSource:
   """A source (`labels`, `images(indices)`) read through a shift: labels mapped
-  once (label_map), images corrupted lazily, each by its example index. It has
-  no `crops`, so input_pipeline.LoadBatch reads whole images through it."""
+  once (label_map), images corrupted lazily, each by its example index, and
+  kept (up to `memo_bytes`) for the next epoch or evaluation. It has no
+  `crops`, so input_pipeline.LoadBatch reads whole images through it."""
 
-  def __init__(self, source, shift: Shift | str, num_classes: int, dataset: str = ''):
+  def __init__(self, source, shift: Shift | str, num_classes: int, dataset: str = '',
+               memo_bytes: int = MEMO_BYTES):
     self._source, self.shift = source, _as_shift(shift)
     labels = np.asarray(source.labels)
     lut = label_map(self.shift, num_classes, dataset)
     self.labels = np.where(labels >= 0, lut[np.maximum(labels, 0)], -1).astype(np.int32)
+    self._memo, self._memo_left = {}, memo_bytes
 
   def __len__(self) -> int:
     return len(self.labels)
 
   def images(self, indices):
-    images = self._source.images(indices)
-    if self.shift.name not in CORRUPTIONS:
-      return images
-    out = [corrupt_image(image, self.shift, i) for image, i in zip(images, indices)]
-    return np.stack(out) if isinstance(images, np.ndarray) and out else (out or images)
+    indices = [int(i) for i in indices]
+    if self.shift.name not in CORRUPTIONS or not indices:
+      return self._source.images(np.asarray(indices, np.int64))
+    todo = [i for i in dict.fromkeys(indices) if i not in self._memo]
+    fresh = {}
+    if todo:
+      for image, i in zip(self._source.images(np.asarray(todo, np.int64)), todo):
+        fresh[i] = corrupt_image(image, self.shift, i)
+    for i, image in fresh.items():  # Threads may race here: both store the same bytes.
+      if self._memo_left >= image.nbytes:
+        self._memo[i], self._memo_left = image, self._memo_left - image.nbytes
+    out = [fresh[i] if i in fresh else self._memo[i] for i in indices]
+    return np.stack(out) if len({image.shape for image in out}) == 1 else out
 
 
 def shifted_spec(spec: str | DatasetSpec, shift: Shift | str, *, seed: int | None = None,
