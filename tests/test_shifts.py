@@ -156,6 +156,8 @@ def test_a_shifted_source_maps_the_labels():
   kept = np.isin(labels, split.source_classes)
   assert np.array_equal(seen[kept], split.superclass_of[labels[kept]])
   assert np.all(seen[~kept] == -1)
+  superclasses = input_pipeline.EvalData(spec, [0, 1, 2], batch_size=8)
+  assert superclasses.num_examples == kept.sum()
   target = dataclasses.replace(spec.shift, side='target')
   assert np.all(shifts.label_map(target, 10, 'fashion_mnist')[list(split.source_classes)] == -1)
 
