@@ -170,3 +170,12 @@ def test_a_shifted_source_gives_the_same_bytes_whatever_it_keeps(clean, memo_byt
   expected = shifts.corrupt(images, 'fog:4', np.arange(8))
   for order in ([0, 1, 2, 3], [3, 2, 5, 5, 7], [7, 6, 5, 4, 3, 2, 1, 0]):
     assert np.array_equal(source.images(np.array(order)), expected[order])
+
+
+@pytest.mark.parametrize('fields, message', [
+    (('fog', 0), 'not one of 1-5'), (('flip_labels', 2), 'takes no severity'),
+    (('fgo', 2), "Did you mean 'fog'"), (('fog', 2, -1), 'integer >= 0'),
+    (('subpopulation', 0, 0, 'middle'), 'source or target')])
+def test_a_shift_made_directly_is_checked_too(fields, message):
+  with pytest.raises(UserError, match=message):
+    shifts.Shift(*fields)

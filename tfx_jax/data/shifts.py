@@ -67,6 +67,19 @@ class Shift:
   side: str = 'target'
   groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
+  def __post_init__(self):
+    if self.name not in NAMES:
+      raise UserError(_closest(self.name))
+    _check_seed(self.seed, self.name)
+    if self.name in CORRUPTIONS and self.severity not in SEVERITIES:
+      raise UserError(f'Severity {self.severity!r} of {self.name} is not one of 1-5; write '
+                      f'e.g. {self.name}:3.')
+    if self.name not in CORRUPTIONS and self.severity:
+      raise UserError(f'Shift {self.name} takes no severity (got {self.severity}); write '
+                      f'{self.name}.')
+    if self.side not in SIDES:
+      raise UserError(f'A shift\'s side is source or target, got {self.side!r}.')
+
   @property
   def level(self) -> str:
     """'input', 'feature' or 'output' (Lee et al.'s three kinds of shift)."""
@@ -238,8 +251,6 @@ def label_map(shift: Shift | str, num_classes: int, dataset: str = '') -> np.nda
   if shift.name == 'flip_labels':
     return flip_labels(num_classes)
   if shift.name == 'subpopulation':
-    if shift.side not in SIDES:
-      raise UserError(f'A subpopulation side is source or target, got {shift.side!r}.')
     split = subpopulation(dataset, num_classes, shift.groups)
     seen = split.source_classes if shift.side == 'source' else split.target_classes
     out = np.full(num_classes, -1, np.int32)
