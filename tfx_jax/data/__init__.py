@@ -2,7 +2,9 @@
 `tfds:NAME`, `folder:NAME`), the paper's class halves (`splits`), the tasks
 A and B of a grid, on one dataset or two (`tasks`), stratified subsets
 (`subsets`), one image's conversion (`images`), grain pipelines over them
-(`input_pipeline`), and the sources and their preparation (`sources/`).
+(`input_pipeline`), distribution shifts of a dataset (`shifts`; its image
+corruptions in `corruptions`), and the sources and their preparation
+(`sources/`).
 
 May import the floors below it (config, errors, files, progress,
 paper_reference); never models, its sibling, nor training, the grid or the

@@ -42,6 +42,8 @@ class DatasetSpec:
   # Loading is bound by decoding large JPEGs: num_workers=-1 (auto) gives it
   # worker processes (see host_workers).
   decode_bound: bool = False
+  # A shifts.Shift: the images and labels are read through it (shifts.shifted_spec).
+  shift: object = None
 
   @property
   def source_size(self) -> tuple[int, int]:

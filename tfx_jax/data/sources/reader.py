@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfx_jax.data import shifts
 from tfx_jax.data.datasets import DatasetSpec, dataset_spec
 from tfx_jax.data.sources import digits, fashion_mnist, jpeg_shards, tfds_source
 from tfx_jax.errors import UserError
@@ -34,7 +35,14 @@ def jpeg_root(spec: DatasetSpec, data_dir: str | None) -> str | None:
 def open_source(spec: DatasetSpec, split: str, data_dir: str | None,
                 cache_dir: str | None = None):
   """One split of `spec`'s data: `labels`, `images(indices)`, and for JPEG
-  shards `crops(...)` and `image_shape`."""
+  shards `crops(...)` and `image_shape`; read through spec.shift if set."""
+  source = _open(spec, split, data_dir, cache_dir)
+  if spec.shift is None:
+    return source
+  return shifts.ShiftedSource(source, spec.shift, spec.num_classes, spec.name)
+
+
+def _open(spec: DatasetSpec, split: str, data_dir: str | None, cache_dir: str | None):
   if spec.loader == 'fashion_mnist':
     return ArraySource(*fashion_mnist.load(split, data_dir))
   if spec.loader == 'digits':
