@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfx_jax.data import shifts
 from tfx_jax.data.datasets import DatasetSpec, dataset_spec
 from tfx_jax.data.sources import digits, fashion_mnist, jpeg_shards, tfds_source
 from tfx_jax.errors import UserError
@@ -39,6 +38,7 @@ def open_source(spec: DatasetSpec, split: str, data_dir: str | None,
   source = _open(spec, split, data_dir, cache_dir)
   if spec.shift is None:
     return source
+  from tfx_jax.data import shifts  # pylint: disable=import-outside-toplevel  # Loads OpenCV.
   return shifts.ShiftedSource(source, spec.shift, spec.num_classes, spec.name)
 
 
