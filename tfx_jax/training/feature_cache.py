@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tfx_jax.models import net as net_lib
+from tfx_jax.models import norm
 from tfx_jax.training import steps
 
 
@@ -40,9 +41,11 @@ def _bound(model: net_lib.Net, fn: Callable, images: jax.Array):
   return jax.tree.map(lambda a: a[0], jax.vmap(fn, axis_name=model.axis_name)(images[None]))
 
 
-def make_prefix(model: net_lib.Net, path: str, preprocess: Callable) -> Callable:
+def make_prefix(model: net_lib.Net, path: str, preprocess: Callable,
+                frozen: Sequence[str] = ()) -> Callable:
   """Compiled prefix(variables, images, rng) -> the output of the module at
-  `path` in training mode (float32); None inside when no call of it happens."""
+  `path` in training mode (float32), with `frozen` frozen (their BatchNorm as
+  config.frozen_norm says); None inside when no call of it happens."""
 
   def prefix(variables, images, rng):
     captured = []
@@ -53,7 +56,8 @@ def make_prefix(model: net_lib.Net, path: str, preprocess: Callable) -> Callable
       return out
 
     def run(x):
-      with nn.intercept_methods(steps.intercepting(path, capture)):
+      with (nn.intercept_methods(steps.intercepting(path, capture)),
+            norm.running_averages(model.running_layers(tuple(frozen)))):
         model.module.apply(variables, x, train=True, rngs={'dropout': rng},
                            mutable=[k for k in variables if k != 'params'] or False)
       if not captured or not isinstance(captured[0], jax.Array):
@@ -120,7 +124,7 @@ def choose_cut(model: net_lib.Net, paths: Sequence[str], variables, images: np.n
   batch = steps.global_batch({'image': images}, mesh)['image']
   host = np.asarray(images)
   for path in reversed(paths):
-    prefix = make_prefix(model, path, preprocess)
+    prefix = make_prefix(model, path, preprocess, paths)
     one = np.asarray(prefix(variables, batch, jax.random.PRNGKey(1)))
     if not one.size:
       continue

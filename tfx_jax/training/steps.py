@@ -174,6 +174,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   frozen_layers = tuple(frozen_layers)
   preprocess = preprocess or (lambda images: images)
   precision_lib.check(precision)
+  # A Net's frozen layers may normalise with their running averages (models/norm.py).
+  frozen_kw = {'frozen': frozen_layers} if isinstance(model, net.Net) else {}
 
   def step(state: TrainState, batch):
     trainable, frozen = surgery.split_trainable(state.params, frozen_layers)
@@ -185,14 +187,14 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                    **state.model_state}
       if cut is None:
         images = precision_lib.cast(preprocess(batch['image']), precision)
-        out = model.apply(variables, images, train=True,
-                          rngs={'dropout': dropout_rng}, mutable=mutable or False)
+        out = model.apply(variables, images, train=True, rngs={'dropout': dropout_rng},
+                          mutable=mutable or False, **frozen_kw)
       else:  # The cut module gives the cached features; what feeds it is dead code.
         images = jnp.zeros((batch['label'].shape[0], *cut[1]), jnp.float32)
         features = precision_lib.cast(batch['features'], precision)
         with nn.intercept_methods(intercepting(cut[0], lambda *_: features)):
-          out = model.apply(variables, images, train=True,
-                            rngs={'dropout': dropout_rng}, mutable=mutable or False)
+          out = model.apply(variables, images, train=True, rngs={'dropout': dropout_rng},
+                            mutable=mutable or False, **frozen_kw)
       logits, updated = (net.logits_of(out[0]), out[1]) if mutable else (net.logits_of(out), {})
       metrics = jax.tree.map(jnp.mean, _metrics(logits.astype(jnp.float32), batch['label']))
       return metrics['loss'], (metrics, updated)
