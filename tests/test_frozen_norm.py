@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tfx_jax.models import optim, registry, resnet, surgery
-from tfx_jax.training import steps
+from tfx_jax.training import feature_cache, steps
 
 SHAPE = (28, 28, 1)
 STEM_AND_BLOCK_0 = ('conv_init', 'bn_init', 'ResNetBlock_0')  # The first two groups.
@@ -97,3 +97,35 @@ def test_an_nnx_modules_frozen_batchnorm_keeps_its_running_averages(mode):
     return not np.allclose(new['norm']['mean'], old['norm']['mean'])
 
   assert (moved('stem'), moved('blocks', '0')) == (mode == 'batch', True)
+
+
+class _Batches:
+  """A train iterator's batches, as input_pipeline's (its state, its size)."""
+  num_examples = 64
+
+  def __init__(self):
+    self.state = 0
+
+  def __next__(self):
+    self.state += 1
+    return {'image': np.random.default_rng(self.state).integers(0, 255, (8, *SHAPE), np.uint8),
+            'label': np.zeros(8, np.int32)}
+
+  def get_state(self):
+    return self.state
+
+  def set_state(self, state):
+    self.state = state
+
+
+@pytest.mark.parametrize('mode', ['running', 'batch'])
+def test_the_feature_cache_holds_a_frozen_resnet_prefix_only_under_running(mode):
+  """Its prefix computes what the train step's frozen layers compute: under
+  'running' the same for an example every time, so it is cached whole; under
+  'batch' only the stem's conv, below its BatchNorm."""
+  model = registry.create('resnet18_w16', 4, frozen_norm=mode)
+  notes = []
+  _, cut = feature_cache.setup(model, STEM_AND_BLOCK_0, _trained_looking(model), _Batches(),
+                               lambda x: x / 255.0, steps.make_mesh(), batch_size=8,
+                               budget_mb=64.0, augment=False, log=notes.append)
+  assert cut == ('ResNetBlock_0' if mode == 'running' else 'conv_init', SHAPE), notes
