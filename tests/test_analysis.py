@@ -17,6 +17,8 @@ import pytest
 from scipy import stats
 
 from tfx_jax.grid import analyse
+from tfx_jax.grid.experiments import RunSpec
+from tfx_jax.report import analysis as report_analysis
 
 from conftest import ROOT
 
@@ -120,6 +122,47 @@ def test_report_analyse_recomputes_it_and_a_copy_without_checkpoints_keeps_it(
   assert {p.name: p.read_bytes() for p in (copy / 'report').iterdir()} == before
   assert _report(f'--workdir={copy}').returncode == 0
   assert (copy / 'report' / 'analysis.json').read_bytes() == before['analysis.json']
+
+
+def test_pretrained_bases_whose_heads_did_not_fit_are_analysed_as_bases(analysis, tmp_path):
+  """Both bases as --config.base_a/base_b with heads of another task leave
+  them: their variables in their run directories, no result.json."""
+  workdir, a = analysis
+  copy = tmp_path / 'copy'
+  shutil.copytree(workdir, copy, ignore=lambda d, names: [
+      n for n in names if os.path.basename(d) == 'runs' and '-base' not in n])
+  pretrained = {}
+  for run_id in ('m_n-baseA-s0', 'm_n-baseB-s0'):
+    os.remove(copy / 'runs' / run_id / 'result.json')
+    pretrained[run_id] = {'path': f'/elsewhere/{run_id}', 'sha256': '0' * 64}
+  (copy / 'pretrained.json').write_text(json.dumps(pretrained))
+  again = analyse.analyse(str(copy), log=lambda _: None)
+  seed, before = again['splits']['m_n']['seeds']['0'], a['splits']['m_n']['seeds']['0']
+  np.testing.assert_allclose(seed['cka_ab'], before['cka_ab'], atol=1e-5)
+  assert seed['cka_init_trained'] == {}  # A pretrained base's start is not known here.
+  assert seed['base_b_top1'] is None
+  for group in GROUPS:
+    assert seed['layers'][group]['probe_top1'] == pytest.approx(
+        before['layers'][group]['probe_top1'], abs=1e-6)
+    assert seed['layers'][group]['rerandom_top1'] is None
+  assert again['notes'] == ['m_n-baseB-s0 is pretrained with a head that does not fit '
+                            'task B: its top-1, reinit_top1 and rerandom_top1 are not '
+                            'measured.']
+  written = report_analysis.run(str(copy), computed=again)  # Its markdown and figures.
+  assert 'does not fit task B' in open(written).read()
+  assert os.path.exists(copy / 'report' / 'analysis_m_n_predictors.png')
+
+
+def test_a_base_the_grid_leaves_out_is_not_called_unfinished():
+  """--config.only=transfer --config.targets=B trains no baseB: nothing to rerun."""
+  base_a, base_b = (RunSpec('m_n', 'base', t, t, 0, 0) for t in 'AB')
+  note = analyse.missing_bases({base_a: {}, base_b: None}, {base_a.run_id})
+  assert note.startswith('Not analysed: m_n-baseB-s0 (not in this grid: config.only and '
+                         'config.targets leave it out')
+  assert 'unfinished' not in note and 'rerun' not in note
+  note = analyse.missing_bases({base_a: None, base_b: {}}, {base_a.run_id, base_b.run_id})
+  assert 'm_n-baseA-s0 (unfinished' in note and 'rerun the main job' in note
+  assert analyse.missing_bases({base_a: {}, base_b: {}}, set()) is None
 
 
 def test_a_workdirs_config_is_read_with_todays_defaults(tmp_path):

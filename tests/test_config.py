@@ -85,6 +85,8 @@ def test_shipped_configs_are_valid(name, arg):
     ({'layers': (0, 8)}, 'config.layers has [0, 8]: n must be 1..7'),
     ({'only': ('random_frozen',)}, "config.only names ['random_frozen']"),
     ({'sweep.shard': 2}, 'sweep.shard must be in 0..1'),
+    ({'frozen_norm': 'keras'}, "config.frozen_norm must be one of batch, running, got 'keras'; "
+                               "e.g. --config.frozen_norm=running."),
 ])
 def test_validate_names_the_problem(change, message):
   c = load('m_n_split.py', 'dataset=fashion_mnist,runlocal')

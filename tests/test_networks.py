@@ -12,8 +12,11 @@ import jax
 import numpy as np
 import pytest
 
+from flax import traverse_util
+
 from tfx_jax.analysis import activations
 from tfx_jax.errors import UserError
+from tfx_jax.grid import pretrained
 from tfx_jax.models import net, registry
 
 from conftest import ROOT, RUNLOCAL, cli, results
@@ -88,6 +91,22 @@ def test_an_unknown_nested_group_suggests_the_closest_path():
   assert "Did you mean 'Transformer/encoderblock_1'?" in message
   assert "under 'Transformer' are Transformer/encoderblock_0" in message
   assert 'Transformer/encoder_norm' in message and 'pos_embedding' not in message
+
+
+def test_a_checkpoints_keys_are_named_as_its_file_has_them(tmp_path):
+  """big_vision's .npz: params alone, '/'-joined keys, no 'params/' prefix."""
+  model = registry.create('linen_vit:make', 4)
+  fresh = registry.init_variables(model, jax.random.PRNGKey(0), SHAPE)
+  flat = traverse_util.flatten_dict(jax.device_get(fresh['params']), sep='/')
+  key = 'Transformer/encoderblock_1/LayerNorm_0/scale'
+  flat[key] = np.ones(7, np.float32)
+  np.savez(tmp_path / 'vit.npz', **flat)
+  loaded = pretrained.load(str(tmp_path / 'vit.npz'), '--config.base_a')
+  with pytest.raises(UserError) as e:
+    pretrained.fit(fresh, loaded, LINEN_VIT, '--config.base_a', 'linen_vit:make')
+  assert f'mis-shaped 1: {key} (7,) (the model: (32,))' in str(e.value)
+  assert 'params/' not in str(e.value)
+  assert loaded.in_file('params/cls') == 'cls'
 
 
 @pytest.mark.parametrize('args, said', [

@@ -99,8 +99,8 @@ def test_a_tree_that_does_not_fit_is_refused_with_every_path(exported, tmp_path)
   workdir = tmp_path / 'w'
   line = _refused(cli(f'--config={RUNLOCAL}', f'--config.base_a={tmp_path}/wrong.npz',
                       LAYERS, f'--workdir={workdir}'),
-                  'does not fit model', 'missing 1: params/conv3/bias',
-                  'extra 1: params/conv9/kernel', 'mis-shaped 1: params/conv2/kernel',
+                  'does not fit model', 'missing 1: conv3/bias',
+                  'extra 1: conv9/kernel', 'mis-shaped 1: conv2/kernel',
                   'transferable groups are conv1')
   assert 'fc8' not in line
   assert not workdir.exists()  # Refused before anything was written.

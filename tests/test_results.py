@@ -32,7 +32,7 @@ def test_csv_round_trip_and_header(tmp_path):
                          1 / 3, 0.9, 0.3, 24, 0.25)]
   text = results.to_csv(rows)
   assert text.splitlines()[0] == ('run_id,split,treatment,source,target,n,seed,top1,'
-                                  'top5,best10_top1,steps,wall_s,precision')
+                                  'top5,best10_top1,steps,wall_s,precision,frozen_norm')
   assert '0.3333333333333333' in text  # Floats by repr: nothing lost.
   path = tmp_path / 'results.csv'
   path.write_text(text)

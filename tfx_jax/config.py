@@ -83,6 +83,7 @@ ADDED_LATER = {'layer_groups': [], 'source_dataset': '', 'target_examples_per_cl
                'source_data_dir': None, 'axis_name': 'batch', 'base_a': '', 'base_b': '',
                'image_size': None, 'train_split': None, 'eval_split': None,
                'source_solver': {k: None for k in SOLVER_FIELDS}, 'precision': 'float32',
+               'frozen_norm': 'batch',
                'tune': {'probe_fraction': 0.5, 'l2sp_alpha': 0.1, 'l2sp_beta': 0.01,
                         'layer_decay': 0.75, 'wise_alphas': [0.0, 0.25, 0.5, 0.75, 1.0]}}
 
@@ -140,6 +141,10 @@ def base_config() -> ml_collections.ConfigDict:
   # the CPU computes, on every device), 'tf32' or 'bfloat16' (faster on GPUs
   # and TPUs; parameters and optimizer state stay float32).
   c.precision = 'float32'
+  # A frozen group's BatchNorm in training (models/norm.py): 'batch' (the
+  # batch's statistics, as the module is written) or 'running' (its running
+  # averages, Keras' inference mode); docs/own_model.md#frozen-batchnorm.
+  c.frozen_norm = 'batch'
   # Host parallelism of the input pipeline: train worker processes (grain) and
   # eval threads. -1 (auto): for datasets bound by JPEG decoding (imagenet2012),
   # one train worker per core but two (the loop's and the device prefetch's,

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 EXIT_CODE = 2  # As absl and argparse exit on bad flags.
 INTERRUPTED = 130  # 128 + SIGINT: how shells report a Ctrl-C.
@@ -57,6 +58,14 @@ def explain(error: BaseException) -> str:
   if first.startswith('flag --config.'):
     return f'Bad config value: {first[5:]}'
   return first
+
+
+def define_config_and_workdir(workdir_help: str) -> None:
+  """The --config (a config file, `file.py:key=value,flag`) and --workdir flags
+  of a CLI that runs a grid."""
+  config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
+                                  'file.py:key=value,flag', lock_config=True)
+  flags.DEFINE_string('workdir', None, workdir_help)
 
 
 def loaded_config(flag_values, name: str = 'config'):

@@ -6,17 +6,14 @@ import sys
 
 import jax
 from absl import flags, logging
-from ml_collections import config_flags
 
 from tfx_jax import errors
 from tfx_jax.grid import checks, local_shards, runner
 from tfx_jax.report import analysis, writer
 from tfx_jax.training import malloc, preemption
 
-config_flags.DEFINE_config_file('config', None, 'Config file, optionally file.py:key=value,flag',
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'Where runs, results and the report go (default: '
-                    'runs/<config file name>).')
+errors.define_config_and_workdir('Where runs, results and the report go (default: '
+                                 'runs/<config file name>).')
 flags.DEFINE_bool('multihost', False, 'Start jax.distributed with auto-detection (every '
                   'worker of a TPU VM pod slice, or SLURM).')
 flags.DEFINE_string('coordinator_address', None, 'jax.distributed: host:port of process 0.')

@@ -107,10 +107,12 @@ class _Networks:
 
   def trained(self, spec: RunSpec) -> dict | None:
     """The run's final variables; None when it is unfinished or has no final
-    checkpoint (a resumed copy's newest may be part-way)."""
+    checkpoint (a resumed copy's newest may be part-way). A pretrained base
+    has them once imported, with a result (steps 0) only if its head fit."""
     directory = self.workdir.checkpoint_dir(spec.run_id)
     step, result = checkpoints.final_step(directory), self.workdir.read_result(spec.run_id)
-    if step is None or result is None or (result.steps and step != result.steps):
+    if step is None or (result is None and spec.run_id not in self.pretrained) or (
+        result is not None and result.steps and step != result.steps):
       return None
     if spec.target not in self._like:
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -121,17 +123,35 @@ class _Networks:
     return checkpoints.load_variables(directory, step, self._like[spec.target])
 
 
-def _seed(net: _Networks, seed: int, ns: list[int], notes: list[str]) -> dict | None:
+def missing_bases(bases: dict, planned: set) -> str | None:
+  """A note on the bases of a seed that have no final variables, or None."""
+  absent = [s.run_id for s, v in bases.items() if v is None and s.run_id not in planned]
+  unfinished = [s.run_id for s, v in bases.items() if v is None and s.run_id in planned]
+  why = ([f'{", ".join(absent)} (not in this grid: config.only and config.targets leave '
+          f'it out; the analysis compares base A with base B)'] if absent else [])
+  why += ([f'{", ".join(unfinished)} (unfinished, or no final checkpoint: a workdir copied '
+           f'without checkpoints; rerun the main job on it to train what is missing)']
+          if unfinished else [])
+  return f'Not analysed: {"; ".join(why)}.' if why else None
+
+
+def _seed(net: _Networks, seed: int, ns: list[int], notes: list[str],
+          planned: set) -> dict | None:
   """The analysis of one seed of one split, or None (a note) without its bases."""
   c, groups, split = net.config.analysis, net.groups, net.split
   net.initials.clear()  # A seed's own: CaffeNet's are 240 MB each.
   base_a, base_b = (RunSpec(split, 'base', t, t, 0, seed) for t in ('A', 'B'))
-  trained = {'A': net.trained(base_a), 'B': net.trained(base_b)}
-  missing = [s.run_id for s, v in zip((base_a, base_b), trained.values()) if v is None]
-  if missing:
-    notes.append(f'Not analysed: {", ".join(missing)} (unfinished, or no final checkpoint: '
-                 f'a workdir copied without checkpoints).')
+  bases = {base_a: net.trained(base_a), base_b: net.trained(base_b)}
+  if (note := missing_bases(bases, planned)) is not None:
+    notes.append(note)
     return None
+  trained = {'A': bases[base_a], 'B': bases[base_b]}
+  # A pretrained base B whose head did not fit (no result): its head is the
+  # model's initial one, so its top-1s mean nothing.
+  headless = base_b.run_id in net.pretrained and net.workdir.read_result(base_b.run_id) is None
+  if headless:
+    notes.append(f'{base_b.run_id} is pretrained with a head that does not fit task B: '
+                 f'its top-1, reinit_top1 and rerandom_top1 are not measured.')
   task = net.tasks['B']
   probe = {part: probe_sets.probe_set(task.data, task.classes, part, examples, seed,
                                       data_dir=task.data_dir,
@@ -167,7 +187,9 @@ def _seed(net: _Networks, seed: int, ns: list[int], notes: list[str]) -> dict | 
 
   fresh = net.initial(base_b, fold=1)  # Another draw of the same initialiser.
   initial = None if base_b.run_id in net.pretrained else net.initial(base_b)
-  critical = criticality.criticality(top1, trained['B'], initial or fresh, fresh, groups)
+  none = {g: {'trained': None, 'reinit': None, 'rerandom': None} for g in groups}
+  critical = none if headless else criticality.criticality(
+      top1, trained['B'], initial or fresh, fresh, groups)
   out['base_b_top1'] = critical[groups[0]]['trained']
   for i, group in enumerate(groups):
     layers[group]['cka_ab'] = cka_ab[i][i]
@@ -200,6 +222,7 @@ def analyse(workdir: str, config: ml_collections.ConfigDict | None = None,
   groups, wd = groups_of(workdir), Workdir(workdir)
   runs, _ = results.read_csv(os.path.join(workdir, 'results.csv'))
   pretrained = set(results.read_pretrained(workdir))
+  planned = {s.run_id for s in experiments.study(config, len(groups))}
   # The grid's n (config.layers; all of them when empty).
   ns = sorted(set(config.layers)) or list(range(1, len(groups) + 1))
   out = {'settings': {k: config.analysis[k] for k in ('train_examples', 'eval_examples',
@@ -218,7 +241,7 @@ def analyse(workdir: str, config: ml_collections.ConfigDict | None = None,
     net, seeds = _Networks(config, wd, split, groups, pretrained), {}
     for seed in config.seeds:
       log(f'Analysis: {split}, seed {seed}...')
-      if (found := _seed(net, seed, ns, out['notes'])) is not None:
+      if (found := _seed(net, seed, ns, out['notes'], planned)) is not None:
         seeds[seed] = found
     measured = {t: v for t, v in measured.items() if v}
     out['splits'][split] = {
@@ -228,8 +251,7 @@ def analyse(workdir: str, config: ml_collections.ConfigDict | None = None,
   if not any(s['seeds'] for s in out['splits'].values()):
     raise UserError(f'Nothing in {workdir} to analyse: '
                     + (' '.join(out['notes']) if out['notes'] else
-                       'its config has no transfer experiment (baseA, baseB).')
-                    + ' Rerun the main job on it to train what is missing.')
+                       'its config has no transfer experiment (baseA, baseB).'))
   training = sum(r.wall_s for r in runs)
   seconds = time.time() - start
   out['cost'] = {'analysis_s': seconds, 'training_s': training,

@@ -19,7 +19,7 @@ from tfx_jax.data.sources import reader
 from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments, lock, pretrained
 from tfx_jax.grid.workdir import Workdir
-from tfx_jax.models import optim, registry
+from tfx_jax.models import norm, optim, registry
 from tfx_jax.training import precision
 
 # Fields that count something: at least 1 (keep_checkpoints too: the final
@@ -79,6 +79,9 @@ def fields(c: ml_collections.ConfigDict) -> None:
   if c.precision not in precision.NAMES:
     raise UserError(f'config.precision must be one of {", ".join(precision.NAMES)}, got '
                     f'{c.precision!r}; e.g. --config.precision=float32.')
+  if c.frozen_norm not in norm.MODES:
+    raise UserError(f'config.frozen_norm must be one of {", ".join(norm.MODES)}, got '
+                    f'{c.frozen_norm!r}; e.g. --config.frozen_norm=running.')
   if c.schedule not in optim.SCHEDULES:
     raise UserError(f'config.schedule must be one of {", ".join(optim.SCHEDULES)}, got '
                     f'{c.schedule!r}; e.g. --config.schedule=step.')

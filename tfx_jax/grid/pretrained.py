@@ -74,7 +74,25 @@ def fingerprint(variables: Mapping) -> str:
   return digest.hexdigest()
 
 
-def load(path: str, what: str) -> dict:
+class Loaded(dict):
+  """The variables `load` read, which remembers how the file names them:
+  `in_file` gives a variables path ('params/a/b') as the file's key, so that
+  messages name what the user can find in it."""
+
+  def __init__(self, variables: Mapping, layout: str = 'variables'):
+    super().__init__(variables)
+    self.layout = layout  # 'variables', 'params' (params alone) or 'state' (tfx_jax's).
+
+  def in_file(self, path: str) -> str:
+    collection, _, rest = path.partition('/')
+    if self.layout == 'params' and collection == 'params':
+      return rest
+    if self.layout == 'state' and collection != 'params':
+      return f'model_state/{path}'
+    return path
+
+
+def load(path: str, what: str) -> Loaded:
   """The Flax variables at `path` as nested dicts of numpy arrays: a params
   tree alone becomes {'params': tree}; a tfx_jax train state its params and
   model_state. `what` names the field in errors."""
@@ -100,8 +118,8 @@ def load(path: str, what: str) -> dict:
     raise UserError(f'{what} {path!r} holds no tree of arrays.')
   tree = jax.tree.map(np.asarray, _plain(tree))
   if _STATE_KEYS <= set(tree):  # A tfx_jax run's state: its variables only.
-    return {'params': tree['params'], **tree.get('model_state', {})}
-  return dict(tree) if 'params' in tree else {'params': tree}
+    return Loaded({'params': tree['params'], **tree.get('model_state', {})}, 'state')
+  return Loaded(tree) if 'params' in tree else Loaded({'params': tree}, 'params')
 
 
 def _plain(tree):
@@ -117,8 +135,10 @@ def fit(fresh: Mapping, loaded: Mapping, groups: tuple[str, ...], what: str,
   whether the whole tree fit (the head too), so the base can be evaluated.
 
   A UserError lists every missing, extra and mis-shaped path when the groups
-  do not fit; a collection the checkpoint lacks (params alone, without
+  do not fit, as the file names it (`Loaded.in_file`: an .npz of params alone
+  has no 'params/'); a collection the checkpoint lacks (params alone, without
   BatchNorm's statistics) keeps its fresh values."""
+  named = loaded.in_file if isinstance(loaded, Loaded) else lambda p: p
   flat_fresh = traverse_util.flatten_dict(_plain(fresh), sep='/')
   flat_loaded = traverse_util.flatten_dict(_plain(loaded), sep='/')
   collections = {p.split('/', 1)[0] for p in flat_loaded}
@@ -128,10 +148,11 @@ def fit(fresh: Mapping, loaded: Mapping, groups: tuple[str, ...], what: str,
     parts = path.split('/')[1:]
     return any(parts[:len(g)] == g for g in paths)
 
-  missing = [p for p in flat_fresh if grouped(p) and p.split('/', 1)[0] in collections
-             and p not in flat_loaded]
-  extra = [p for p in flat_loaded if p not in flat_fresh]
-  shaped = [f'{p} {tuple(flat_loaded[p].shape)} (the model: {tuple(flat_fresh[p].shape)})'
+  missing = [named(p) for p in flat_fresh
+             if grouped(p) and p.split('/', 1)[0] in collections and p not in flat_loaded]
+  extra = [named(p) for p in flat_loaded if p not in flat_fresh]
+  shaped = [f'{named(p)} {tuple(flat_loaded[p].shape)} (the model: '
+            f'{tuple(flat_fresh[p].shape)})'
             for p in flat_fresh if grouped(p) and p in flat_loaded
             and flat_loaded[p].shape != flat_fresh[p].shape]
   if missing or extra or shaped:

@@ -52,6 +52,8 @@ class Result:
   pretrained: str = ''
   # The steps' arithmetic (config.precision); files written before it: float32.
   precision: str = 'float32'
+  # A frozen group's BatchNorm in training (config.frozen_norm); before it: batch.
+  frozen_norm: str = 'batch'
   # WiSE-FT: (alpha, top-1 at the last step) of the run's network with its
   # copied groups interpolated toward the base's; in results.csv a column
   # wise_top1_<alpha> per alpha (docs/tune.md). Empty for other runs.
@@ -60,13 +62,13 @@ class Result:
   @classmethod
   def of_run(cls, spec: experiments.RunSpec, history: Sequence[dict], steps: int,
              wall_s: float, pretrained: str = '', precision: str = 'float32',
-             wise: Sequence[tuple[float, float]] = ()) -> Result:
+             wise: Sequence[tuple[float, float]] = (), frozen_norm: str = 'batch') -> Result:
     """The result of `spec` from its evaluations ({'top1', 'top5', ...} each)."""
     last = history[-1]
     return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
                spec.n, spec.seed, last['top1'], last['top5'],
                best10([h['top1'] for h in history]), steps, round(wall_s, 3),
-               spec.examples_per_class, pretrained, precision,
+               spec.examples_per_class, pretrained, precision, frozen_norm,
                tuple((float(a), float(t)) for a, t in wise))
 
   @property
@@ -99,7 +101,7 @@ WISE_PREFIX = 'wise_top1_'  # A column per WiSE alpha, e.g. wise_top1_0.5.
 # Written only when some run differs from this.
 OPTIONAL = {'examples_per_class': 0, 'pretrained': ''}
 # Written in every file, read as this from files written before it.
-ADDED_LATER = {'precision': 'float32'}
+ADDED_LATER = {'precision': 'float32', 'frozen_norm': 'batch'}
 # Every file has these.
 COLUMNS = tuple(f for f in FIELDS if f not in OPTIONAL and f not in ADDED_LATER)
 _INTS = ('n', 'seed', 'steps', 'examples_per_class')

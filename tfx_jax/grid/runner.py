@@ -274,7 +274,7 @@ class Grid:
                              self.eval_data((spec.split, spec.target)),
                              self.local_eval_batch, self.mesh)
     result = Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path,
-                           precision=self.config.precision)
+                           precision=c.precision, frozen_norm=c.frozen_norm)
     self.log(f'{label} pretrained, from {path}: not trained here; eval top1 '
              f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
     self.workdir.save_result(result)
@@ -285,7 +285,7 @@ class Grid:
     if spec.run_id in self.pretrained:
       return self.import_base(index, spec)
     c, task = self.run_config(spec), self.task(spec)
-    model = registry.create(c.model, len(task.classes), c.axis_name)
+    model = registry.create(c.model, len(task.classes), c.axis_name, c.frozen_norm)
     plan = spec.plan(len(self.groups), c.tune, c.total_steps)
     copied = plan.copied(self.groups)
     variables = self.init_variables(spec, model)
@@ -331,7 +331,7 @@ class Grid:
                                    plan.moved(self.groups), experiments.wise_alphas(c), evaluate)
       self.log('  WiSE top1 by alpha: ' + ', '.join(f'{a:g}: {t:.4f}' for a, t in wise))
     result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s,
-                           precision=c.precision, wise=wise)
+                           precision=c.precision, wise=wise, frozen_norm=c.frozen_norm)
     self.workdir.save_result(result)
     return result
 

@@ -11,6 +11,7 @@ API, so surgery, freezing, checkpoints and transplants work on them by path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfx_jax.errors import UserError
+from tfx_jax.models import norm
 
 _UNBOUND = re.compile(r'unbound axis name: (\S+)')
 
@@ -37,12 +39,15 @@ class Net:
   origin: what to name in a user's module's errors ("model 'pkg.mod:make'");
     '' for the presets, whose errors are bugs of ours and keep their traceback.
   is_nnx: `module` is an NNX Module bridged to linen (`from_nnx`).
+  frozen_norm: how a frozen layer's BatchNorm normalises in training
+    (models/norm.py): 'batch' or 'running'.
   """
   module: nn.Module
   num_classes: int
   axis_name: str | None = None
   origin: str = ''
   is_nnx: bool = False
+  frozen_norm: str = norm.DEFAULT
 
   def init(self, rng: jax.Array, images: jax.Array) -> dict:
     """Fresh variables (params and any other collection), in evaluation mode."""
@@ -69,12 +74,16 @@ class Net:
             for collection, tree in variables.items()}
 
   def apply(self, variables: Mapping, images: jax.Array, *, train: bool,
-            rngs: Mapping | None = None, mutable: Any = False) -> Any:
-    """Logits, and with `mutable` (a list of collections) the updated ones."""
+            rngs: Mapping | None = None, mutable: Any = False,
+            frozen: tuple[str, ...] = ()) -> Any:
+    """Logits, and with `mutable` (a list of collections) the updated ones.
+    `frozen`: the layers (paths) frozen in this training step."""
+    running = self.running_layers(frozen) if train else ()
     if self.is_nnx:
       variables = _int_keys(variables)
-    out = self._call('traced', lambda x: self.module.apply(
-        variables, x, rngs=rngs, mutable=mutable, **self._mode(train)), images)
+    with norm.running_averages(() if self.is_nnx else running):
+      out = self._call('traced', lambda x: self.module.apply(
+          variables, x, rngs=rngs, mutable=mutable, **self._mode(train, running)), images)
     if self.is_nnx and mutable:
       return out[0], _string_keys(out[1])
     return out
@@ -91,8 +100,15 @@ class Net:
     return self._call('traced', lambda x: self.module.apply(
         _int_keys(variables), x, train=False, nnx_method=call), images, bind=False)
 
-  def _mode(self, train: bool) -> dict:
-    return {'train': train, 'nnx_method': _in_mode} if self.is_nnx else {'train': train}
+  def running_layers(self, frozen: tuple[str, ...]) -> tuple[str, ...]:
+    """The layers whose BatchNorm uses its running averages in training: the
+    frozen ones under frozen_norm 'running', else none."""
+    return tuple(frozen) if self.frozen_norm == 'running' else ()
+
+  def _mode(self, train: bool, running: tuple[str, ...] = ()) -> dict:
+    if not self.is_nnx:
+      return {'train': train}
+    return {'train': train, 'nnx_method': functools.partial(_in_mode, running=running)}
 
   def _call(self, doing: str, fn: Callable, images: jax.Array, bind: bool = True):
     try:
@@ -157,9 +173,11 @@ def _ordered(tree: Any, order: Mapping) -> Any:
           for k, v in sorted(tree.items(), key=lambda kv: rank.get(kv[0], len(rank)))}
 
 
-def _in_mode(module: nnx.Module, images: jax.Array, *, train: bool) -> jax.Array:
+def _in_mode(module: nnx.Module, images: jax.Array, *, train: bool,
+             running: tuple[str, ...] = ()) -> jax.Array:
   if train:
     module.train()
+    norm.nnx_running_averages(module, running)
   else:
     module.eval()
   return module(images)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tfx_jax.errors import UserError
-from tfx_jax.models import convnet, net, resnet
+from tfx_jax.models import convnet, net, norm, resnet
 from tfx_jax.models import groups as groups_lib
 
 # name -> (factory(num_classes), ordered transferable groups).
@@ -79,9 +79,11 @@ def _is_nnx(factory: Callable) -> bool:
   return 'rngs' in _parameters(factory)
 
 
-def create(name: str, num_classes: int, axis_name: str = AXIS_NAME) -> net.Net:
+def create(name: str, num_classes: int, axis_name: str = AXIS_NAME,
+           frozen_norm: str = norm.DEFAULT) -> net.Net:
   """The model `name` (a REGISTRY entry or package.module:factory) with
-  `num_classes` outputs.
+  `num_classes` outputs; `frozen_norm`: how its frozen layers' BatchNorm
+  normalises in training (models/norm.py).
 
   A user's factory is called as factory(num_classes) (by keyword when it has
   a `num_classes` parameter, as flax's `partial(ResNet, ...)` does) and
@@ -92,11 +94,11 @@ def create(name: str, num_classes: int, axis_name: str = AXIS_NAME) -> net.Net:
     raise ValueError(f'num_classes must be >= 1, got {num_classes}.')
   factory = _factory(name)
   if name in REGISTRY:
-    return net.Net(factory(num_classes), num_classes)
+    return net.Net(factory(num_classes), num_classes, frozen_norm=frozen_norm)
   origin = f'Model {name!r}'
   if _is_nnx(factory):
     return net.Net(net.from_nnx(factory, num_classes, origin), num_classes, axis_name,
-                   origin, is_nnx=True)
+                   origin, is_nnx=True, frozen_norm=frozen_norm)
   params = _parameters(factory)
   by_keyword = 'num_classes' in params and params['num_classes'].kind in (
       inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -111,7 +113,7 @@ def create(name: str, num_classes: int, axis_name: str = AXIS_NAME) -> net.Net:
                     f'flax.linen Module (or an nnx.Module: give its factory an `rngs` '
                     f'argument).')
   return net.Net(model, num_classes, axis_name,
-                 f'{origin} (flax module {type(model).__name__})')
+                 f'{origin} (flax module {type(model).__name__})', frozen_norm=frozen_norm)
 
 
 def groups(name: str, params: Mapping, layer_groups: Sequence[str] = ()) -> tuple[str, ...]:

@@ -207,6 +207,9 @@ def predictors_figure(split: dict, groups, predictors: dict, title: str) -> Figu
       ax.set_title('measured top-1 (best10)', fontsize=9)
     else:
       values = np.asarray([[s['layers'][g][name] for g in groups] for s in seeds], float)
+      if np.isnan(values).all():  # Not measured: a pretrained base's initialisation, say.
+        ax.set_title(f'{name}: not measured', fontsize=9)
+        continue
       sd = np.nanstd(values, 0, ddof=1) if len(values) > 1 else 0
       ax.errorbar(range(1, len(groups) + 1), np.nanmean(values, 0), yerr=sd, color='black',
                   marker='o', capsize=3)

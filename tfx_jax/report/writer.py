@@ -86,6 +86,10 @@ def write_report(workdir: str) -> dict:
   if precisions != ['float32']:
     notes.append(f'Computed in {" and ".join(precisions)} (config.precision), not the '
                  f'paper\'s float32.')
+  if any(r.frozen_norm == 'running' for r in every_size):
+    notes.append('Frozen groups\' BatchNorm normalised with its running averages in training '
+                 '(config.frozen_norm=running, Keras\' inference mode), not the batch\'s '
+                 'statistics.')
   groups = read_groups(workdir)
   curves, curve_notes = over_time.read_curves(workdir, runs)
   found = fnd.evaluate(runs, len(groups))

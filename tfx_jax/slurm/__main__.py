@@ -11,7 +11,6 @@ import sys
 
 import jax
 from absl import flags
-from ml_collections import config_flags
 
 from tfx_jax import errors, files
 from tfx_jax.errors import UserError
@@ -20,10 +19,8 @@ from tfx_jax.grid.workdir import Workdir
 from tfx_jax.report import writer
 from tfx_jax.slurm import plan, scripts, submit
 
-config_flags.DEFINE_config_file('config', None, 'Config file, optionally file.py:key=value,flag',
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'The grid\'s workdir, on a file system every node '
-                    'shares (or gs://).')
+errors.define_config_and_workdir('The grid\'s workdir, on a file system every node '
+                                 'shares (or gs://).')
 flags.DEFINE_bool('dry_run', False, 'Print the batch scripts and the sbatch commands; '
                   'submit and write nothing.')
 flags.DEFINE_bool('wait', False, 'Block until every job has ended; exit 1 naming each '

@@ -189,6 +189,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   frozen_layers = tuple(frozen_layers)
   preprocess = preprocess or (lambda images: images)
   precision_lib.check(precision)
+  # A Net's frozen layers may normalise with their running averages (models/norm.py).
+  frozen_kw = {'frozen': frozen_layers} if isinstance(model, net.Net) else {}
 
   def step(state: TrainState, batch):
     trainable, frozen = surgery.split_trainable(state.params, frozen_layers)
@@ -199,7 +201,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
       variables = {'params': precision_lib.cast(surgery.merge(trainable, frozen), precision),
                    **state.model_state}
       out = _apply(model, variables, batch, preprocess, precision, cut, train=True,
-                   rngs={'dropout': dropout_rng}, mutable=mutable or False)
+                   rngs={'dropout': dropout_rng}, mutable=mutable or False, **frozen_kw)
       logits, updated = (net.logits_of(out[0]), out[1]) if mutable else (net.logits_of(out), {})
       metrics = jax.tree.map(jnp.mean, _metrics(logits.astype(jnp.float32), batch['label']))
       return metrics['loss'], (metrics, updated)
