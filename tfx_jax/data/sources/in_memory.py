@@ -85,6 +85,11 @@ def arrays(train: tuple, test: tuple, name: str = 'arrays',
       digest.update(np.ascontiguousarray(a).tobytes())
   dataset = ArrayDataset(PREFIX + name, images, labels, num_classes, digest.hexdigest(),
                          *_mean_std(images['train']))
+  return register(dataset)
+
+
+def register(dataset: ArrayDataset) -> ArrayDataset:
+  """Makes `dataset.name` resolve to `dataset` in this process."""
   _REGISTERED[dataset.name] = dataset
   return dataset
 
