@@ -156,17 +156,19 @@ def test_a_resumed_study_with_other_objects_is_refused(arrays_workdir):
   assert 'other arrays as' in one_line(e)
 
 
-@pytest.mark.parametrize('train, test, expected', [
-    ((np.zeros((8, 28, 28), np.uint8), np.arange(8) % 2), None, 'NHWC, 4 axes'),
-    (None, (np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 7, 1])),
+@pytest.mark.parametrize('train, test, num_classes, expected', [
+    ((np.zeros((8, 28, 28), np.uint8), np.arange(8) % 2), None, None, 'NHWC, 4 axes'),
+    (None, (np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 7, 1])), 4,
      'label 7 is out of range for 4 classes'),
-    (None, (np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 1, 2])), 'class 3 has no test'),
-    ((np.full((8, 28, 28, 1), np.nan), np.arange(8) % 4), None, 'NaN'),
+    (None, (np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 1, 2])), None,
+     'class 3 has no test image'),
+    ((np.full((8, 28, 28, 1), np.nan), np.arange(8) % 4), None, None, 'NaN'),
 ])
-def test_malformed_arrays_are_refused_in_one_line(train, test, expected):
+def test_malformed_arrays_are_refused_in_one_line(train, test, num_classes, expected):
   good = (np.zeros((8, 28, 28, 1), np.uint8), np.arange(8) % 4)
   with pytest.raises(tfx_jax.errors.UserError) as e:
-    tfx_jax.data.arrays(train=train or good, test=test or good, name='bad')
+    tfx_jax.data.arrays(train=train or good, test=test or good, name='bad',
+                        num_classes=num_classes)
   assert expected in one_line(e)
 
 

@@ -16,10 +16,12 @@ arrays' sha256, and a later study whose objects differ is refused.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
 import importlib.util
+import io
 import json
 import os
 
@@ -100,7 +102,8 @@ class Study:
     try:
       record = self._record()
       _check_record(self.workdir, record)
-      checks.prepare(self.config, self.workdir)
+      with contextlib.redirect_stdout(io.StringIO()):  # runner.run prints its layer groups.
+        checks.prepare(self.config, self.workdir)
       if record and jax.process_index() == 0:
         files.atomic_write_json(os.path.join(self.workdir, OBJECTS_FILE), record)
       complete = runner.run(self.config, self.workdir)
