@@ -106,3 +106,22 @@ def test_the_report_loads_without_jax():
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                        text=True, check=True).stdout
   assert len(names) >= 6 and out.strip() == '[]', out
+
+
+def test_the_front_door_is_lazy_and_on_the_top_floor():
+  """tfx_jax.Study, load, data.arrays and errors.UserError resolve after `import
+  tfx_jax` alone, which imports no JAX (the CLIs and the report stay light);
+  only Study (tfx_jax/study.py, a room of the top floor) brings JAX in."""
+  assert 'study' in tfx_jax.LAYERS[0] and set(tfx_jax.FRONT_DOOR) >= {
+      'Study', 'load', 'data', 'errors'}
+  code = ('import sys, tfx_jax\n'
+          'jax = lambda: sorted({m.split(".")[0] for m in sys.modules} & '
+          f'{set(JAX_LIBRARIES)!r})\n'
+          'first = jax()\n'
+          'names = (tfx_jax.load, tfx_jax.data.arrays, tfx_jax.errors.UserError)\n'
+          'second = jax()\n'
+          'print(first, second, tfx_jax.Study.__module__, jax())')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                       text=True, check=True).stdout
+  first, second, module, third = out.split(' ', 3)
+  assert (first, second, module) == ('[]', '[]', 'tfx_jax.study') and "'jax'" in third, out

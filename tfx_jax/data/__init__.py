@@ -10,3 +10,12 @@ May import the floors below it (config, errors, files, progress,
 paper_reference); never models, its sibling, nor training, the grid or the
 report (tfx_jax.LAYERS).
 """
+
+
+def __getattr__(name: str):
+  """`tfx_jax.data.arrays`: in-memory arrays as a dataset (sources/in_memory.py),
+  imported on first use."""
+  if name == 'arrays':
+    from tfx_jax.data.sources import in_memory  # pylint: disable=g-import-not-at-top
+    return in_memory.arrays
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

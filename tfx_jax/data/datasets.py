@@ -21,7 +21,7 @@ class DatasetSpec:
   image_shape: tuple[int, int, int]  # (H, W, C) fed to the model, after the crop.
   augment: bool  # Default train augmentation: random crop and horizontal flip.
   tfds_name: str | None = None  # TFDS builder (name or name/config) of loader 'tfds'.
-  loader: str = 'tfds'  # 'tfds', 'fashion_mnist' (IDX files), 'digits', 'folder'.
+  loader: str = 'tfds'  # 'tfds', 'fashion_mnist' (IDX files), 'digits', 'folder', 'arrays'.
   train_split: str = 'train'
   eval_split: str = 'test'
   stored_size: tuple[int, int] | None = None  # (H, W) as read; None: image_shape's.
@@ -87,6 +87,7 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 TFDS, FOLDER = 'tfds:', 'folder:'  # Prefixes of any TFDS dataset and of image folders.
+ARRAYS = 'arrays:'  # In-memory arrays given to tfx_jax.Study (sources/in_memory.py).
 DEFAULT_SIDE = 64  # The side of tfds: images of varying size, unless image_size is set.
 
 
@@ -102,6 +103,8 @@ def dataset_spec(name: str | DatasetSpec, data_dir: str | None = None,
     return name
   if name.startswith((TFDS, FOLDER)):
     return _own_spec(name, data_dir, image_size, train_split, eval_split)
+  if name.startswith(ARRAYS):
+    return _arrays_spec(name)
   if name not in DATASETS:
     raise UserError(f'Unknown dataset {name!r}; known datasets: {", ".join(DATASETS)}, '
                     f'or any prepared TFDS dataset as {TFDS}NAME, or an image folder as '
@@ -157,6 +160,14 @@ def _own_spec(name: str, data_dir: str | None, image_size: int | None,
                      train_split=train, eval_split=evals, stored_size=side, resize=resize,
                      mean=info['mean'], std=info['std'], jpeg_dir=info['dirname'],
                      class_names=info['class_names'])
+
+
+def _arrays_spec(name: str) -> DatasetSpec:
+  from tfx_jax.data.sources import in_memory  # pylint: disable=g-import-not-at-top
+  arrays = in_memory.registered(name)
+  h, w, c = arrays.image_shape
+  return DatasetSpec(name, arrays.num_classes, (h, w, c), False, loader='arrays',
+                     pad=max(1, round(h / 14)), mean=arrays.mean, std=arrays.std)
 
 
 def fed_at(spec: DatasetSpec, model_input: DatasetSpec) -> DatasetSpec:

@@ -37,10 +37,24 @@ AXIS_NAME = 'batch'  # The collective axis a user's module may reduce over (flax
 CHECK_BATCH, CHECK_CLASSES = 2, 3
 
 
+# Model objects given in this process (tfx_jax.Study's `model=`), by the name
+# the config holds: their 'module:qualified_name'.
+OBJECTS: dict[str, Callable] = {}
+
+
+def register(name: str, factory: Callable) -> str:
+  """Makes `name` resolve to `factory` in this process, before any import."""
+  OBJECTS[name] = factory
+  return name
+
+
 def _factory(name: str) -> Callable:
-  """A registry entry's factory, or `package.module:factory` imported."""
+  """A registry entry's factory, a registered object, or `package.module:factory`
+  imported."""
   if name in REGISTRY:
     return REGISTRY[name][0]
+  if name in OBJECTS:
+    return OBJECTS[name]
   module_name, colon, attr = name.partition(':')
   if not colon or not module_name or not attr:
     raise UserError(f'Unknown model {name!r}; known: {", ".join(sorted(REGISTRY))}, '

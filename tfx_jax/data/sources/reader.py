@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from tfx_jax.data.datasets import DatasetSpec, dataset_spec
-from tfx_jax.data.sources import digits, fashion_mnist, jpeg_shards, tfds_source
+from tfx_jax.data.sources import digits, fashion_mnist, in_memory, jpeg_shards, tfds_source
 from tfx_jax.errors import UserError
 
 
 class ArraySource:
-  """Images and labels held in memory (Fashion-MNIST from IDX files)."""
+  """Images and labels held in memory (Fashion-MNIST from IDX files, arrays)."""
 
   def __init__(self, images: np.ndarray, labels: np.ndarray):
     self._images, self.labels = images, labels
@@ -47,6 +47,8 @@ def _open(spec: DatasetSpec, split: str, data_dir: str | None, cache_dir: str | 
     return ArraySource(*fashion_mnist.load(split, data_dir))
   if spec.loader == 'digits':
     return ArraySource(*digits.load(split))
+  if spec.loader == 'arrays':
+    return ArraySource(*in_memory.load(spec.name, split))
   root = jpeg_root(spec, data_dir)
   if spec.loader == 'folder' and not root:
     raise UserError(f'{jpeg_shards.dataset_dir(data_dir, spec.jpeg_dir)} holds no '
@@ -68,6 +70,9 @@ def check_prepared(name: str | DatasetSpec, data_dir: str | None = None) -> None
   """Raises UserError saying what is missing and how to prepare it."""
   spec = dataset_spec(name)
   if spec.loader == 'digits':
+    return
+  if spec.loader == 'arrays':
+    in_memory.registered(spec.name)
     return
   if spec.loader == 'fashion_mnist':
     for split in (spec.train_split, spec.eval_split):  # Validates the files;
