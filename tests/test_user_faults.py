@@ -148,7 +148,7 @@ def tmpfs(path, options):
 def test_a_full_disk_is_one_line_naming_the_path_and_a_rerun_resumes(tmp_path):
   source, disk = str(tmp_path / 'pets'), str(tmp_path / 'disk')
   two_classes(source, per_class=20, noise=True)  # About 5 MB at 256 px.
-  flags = ('--num_workers=2', '--images_per_shard=4')
+  flags = ('--size=256', '--num_workers=2', '--images_per_shard=4')
   with tmpfs(disk, 'size=1m'):
     stderr = one_line(prepare_folder(source, disk, *flags))
     assert f'Cannot write {disk}/folders/pets/' in stderr and 'the disk is full' in stderr
