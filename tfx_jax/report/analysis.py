@@ -108,7 +108,9 @@ def markdown(analysis: dict, dataset: str | None) -> str:
            f'From the checkpoints, forward passes only (tfx_jax/grid/analyse.py; '
            f'docs/report.md). Probe sets of target B drawn with each seed: '
            f'{s["train_examples"]} train and {s["eval_examples"]} eval images, '
-           f'class-balanced. Spatial maps are average-pooled to at most 4 x 4 cells. '
+           f'class-balanced. Spatial maps are average-pooled to at most 4 x 4 cells'
+           + (f', and a layer wider than {s["max_features"]:,} units is count-sketched to '
+              f'{s["max_features"]:,}. ' if s.get('max_features') else '. ') +
            f'CKA is linear and unbiased, over minibatches of {s["batch_size"]}. '
            f'Measured transfer: results.csv\'s best10_top1. Every predictor is read as '
            f'"higher: more transferable"; its verdict is from the mean Spearman rho over '
