@@ -71,7 +71,8 @@ def test_the_analysis_of_a_256px_folder_grid_is_bounded_by_its_config(tmp_path):
       [sys.executable, '-c', PEAK_RSS, *cli_command(
           '--config=configs/random_split.py:dataset=folder:pets,runlocal',
           f'--config.data_dir={data_dir}', f'--workdir={w}', '--config.layers=(5,)',
-          '--config.only=(base,)', '--config.targets=(A,B)', '--config.total_steps=2', '--config.lr_step=1',
+          '--config.only=(base,)', '--config.targets=(A,B)', '--config.total_steps=2',
+          '--config.lr_step=1',
           '--config.eval_every=2', '--config.checkpoint_every=2', '--config.batch_size=4',
           '--config.eval_examples=8', '--config.analysis.train_examples=20',
           '--config.analysis.eval_examples=8', '--config.analysis.batch_size=8', analyse=True)],

@@ -10,7 +10,8 @@ folder a stratified fraction of each class is held out (`subsets.holdout`),
 the same on every run. Every image is decoded as a viewer shows it (EXIF
 orientation applied; CMYK, palette, 16-bit and grey made RGB; transparency
 composited on white), warped to SIZE x SIZE as ImageNet's prepare does and
-stored as JPEG quality 90; SIZE by default the images' own (`auto_side`). What happens to odd inputs is in docs/own_data.md:
+stored as JPEG quality 90; SIZE by default the images' own (`auto_side`).
+What happens to odd inputs is in docs/own_data.md:
 files that do not decode are skipped with a warning naming each (their
 labels become -1, which no task selects), and listed in the manifest.
 """
