@@ -121,7 +121,8 @@ def _run_slurm_grid(root: str) -> dict:
                    env=cluster.env, timeout=300) for dry in ((), ('--dry_run',))]
   return {'bad_time': [bad_time.returncode, bad_time.stdout, bad_time.stderr],
           'down': [[d.returncode, d.stdout, d.stderr] for d in down],
-          'down_workdir': f'{root}/down','workdir': workdir, 'logs': logs, 'code': proc.returncode, 'stdout': out,
+          'down_workdir': f'{root}/down', 'workdir': workdir, 'logs': logs,
+          'code': proc.returncode, 'stdout': out,
           'stderr': err, 'jobs': jobs, 'shown': shown, 'signalled': signalled,
           'again': [again.returncode, again.stderr], 'failing': failing,
           'failed': [failed.returncode, failed.stdout, failed.stderr]}
