@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tfx_jax.errors import UserError
-from tfx_jax.slurm import scripts
+from tfx_jax.slurm import scripts, submit
 
 import slurm_cluster
 from conftest import NUMBERS, ROOT, RUNLOCAL, results
@@ -206,6 +206,15 @@ def test_a_controller_that_does_not_answer_is_named_not_the_options(slurm_grid):
   assert not os.path.exists(slurm_grid['down_workdir'])
   assert dry_code == 0, dry_err[-3000:]
   assert "The sbatch options were not checked: SLURM's controller does not answer" in dry_out
+
+
+def test_without_sbatch_the_options_are_not_checked_and_submitting_says_why(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv('PATH', str(tmp_path))  # No sbatch, no scontrol.
+  assert submit.dry_check(['--partition=gpu']) == (
+      'The sbatch options were not checked: sbatch is not on PATH.')
+  with pytest.raises(UserError, match='sbatch is not on PATH: run python -m tfx_jax.slurm'):
+    submit.check_sbatch(['--partition=gpu'])
 
 
 def test_dry_run_refuses_options_sbatch_refuses_in_one_line(slurm_grid):

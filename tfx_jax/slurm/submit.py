@@ -45,12 +45,12 @@ def _slurm(args: Sequence[str], check: bool = True,
 
 def controller_down() -> str | None:
   """Why SLURM's controller does not answer, in `scontrol ping`'s words (its
-  last line), or None when it answers."""
+  last line), or None when it answers (or scontrol is not installed)."""
   try:
     proc = subprocess.Popen(['scontrol', 'ping'], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-  except FileNotFoundError:
-    return 'scontrol is not on PATH'
+  except FileNotFoundError:  # sbatch --test-only tells then.
+    return None
   try:
     out, err = proc.communicate(timeout=PING_SECONDS)
   except subprocess.TimeoutExpired:
@@ -76,6 +76,8 @@ def check_sbatch(options: Sequence[str]) -> None:
   """The user's sbatch options, tried on the cluster with `sbatch --test-only`
   (nothing is submitted): a bad partition, account, gres or time is refused
   here; a controller that does not answer is named as such."""
+  if shutil.which('sbatch') is None:
+    _slurm(['sbatch'])  # Its one line: not on PATH.
   why = controller_down()
   if why:
     raise _unreachable(why)
