@@ -50,3 +50,15 @@ def test_the_pooling_rule():
   assert activations.pooled(np.zeros((3, 7))).shape == (3, 7)
   with pytest.raises(ValueError, match='no head'):
     activations.head_of({'a': {}, 'b': {}}, ('a', 'b'))
+
+
+def test_a_layer_wider_than_max_features_is_count_sketched_to_it():
+  x = np.random.default_rng(0).normal(size=(6, 5000)).astype(np.float32)
+  out = np.asarray(activations.sketched(x, 512))
+  assert out.shape == (6, 512)  # 10 units a bin; 120 zero units pad 5,000 to 5,120.
+  np.testing.assert_array_equal(out, np.asarray(activations.sketched(x, 512)))  # Fixed.
+  # Each unit lands in one bin with a sign: a unit vector stays one, sums stay sums.
+  one = np.zeros((1, 5000), np.float32)
+  one[0, 1234] = 1
+  assert sorted(np.abs(np.asarray(activations.sketched(one, 512)))[0])[-2:] == [0, 1]
+  assert activations.sketched(x[:, :512], 512).shape == (6, 512)  # Not wider: as it is.

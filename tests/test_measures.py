@@ -289,3 +289,21 @@ def test_layer_predictors_pad_every_layer_to_one_width_without_changing_them():
                                                   rel=1e-4)
     probe = measures.linear_probe(x, labels, x, labels, 3, steps=200)
     assert out[group]['probe_train_top1'] == pytest.approx(probe['train_top1'], abs=1 / 120)
+
+
+@pytest.mark.parametrize('shrinkage', [False, True])
+def test_h_score_wider_than_the_examples_matches_the_d_by_d_formula(shrinkage):
+  rng = np.random.default_rng(5)
+  labels = np.arange(30) % 3
+  x = (rng.normal(size=(30, 8)) @ rng.normal(size=(8, 200)) + labels[:, None]).astype(
+      np.float32)  # d = 200 > n = 30: computed from the 30 x 30 Gram matrix.
+  f = (x - x.mean(0)).astype(np.float64)
+  means = np.stack([f[labels == c].mean(0) for c in range(3)])
+  cov_means, cov = means.T @ means * 10 / 30, f.T @ f / 30
+  if shrinkage:
+    a = float(measures.ledoit_wolf_shrinkage(f.astype(np.float32)))
+    cov = (1 - a) * cov + a * np.trace(cov) / 200 * np.eye(200)
+    cov_means = (1 - a) * cov_means
+  expected = np.trace(np.linalg.pinv(cov, rcond=1e-6, hermitian=True) @ cov_means)  # Rank 9.
+  got = float(measures.h_score(x, labels, 3, shrinkage=shrinkage))
+  assert got == pytest.approx(expected, rel=2e-3)

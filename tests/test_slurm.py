@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tfx_jax.errors import UserError
-from tfx_jax.slurm import scripts
+from tfx_jax.slurm import scripts, submit
 
 import slurm_cluster
 from conftest import NUMBERS, ROOT, RUNLOCAL, results
@@ -103,6 +103,8 @@ def _run_slurm_grid(root: str) -> dict:
                             stderr=subprocess.PIPE, text=True)
     signalled = _sigterm_mid_run(cluster, logs)
     again = launcher(*GRID, f'--workdir={workdir}', '--', '--cpus-per-task=1', env=cluster.env)
+    bad_time = launcher(*GRID, f'--workdir={root}/dry', '--dry_run', '--', '--time=notatime',
+                        env=cluster.env)
     out, err = proc.communicate(timeout=600)
     with open(os.path.join(logs, 'jobs.json')) as f:
       jobs = json.load(f)['jobs']
@@ -114,7 +116,13 @@ def _run_slurm_grid(root: str) -> dict:
                       env=cluster.env, timeout=300)
   finally:
     cluster.stop()
-  return {'workdir': workdir, 'logs': logs, 'code': proc.returncode, 'stdout': out,
+  # sbatch installed, slurm.conf in place, no controller answering.
+  down = [launcher(*GRID, f'--workdir={root}/down', *dry, '--', '--partition=gpu',
+                   env=cluster.env, timeout=300) for dry in ((), ('--dry_run',))]
+  return {'bad_time': [bad_time.returncode, bad_time.stdout, bad_time.stderr],
+          'down': [[d.returncode, d.stdout, d.stderr] for d in down],
+          'down_workdir': f'{root}/down', 'workdir': workdir, 'logs': logs,
+          'code': proc.returncode, 'stdout': out,
           'stderr': err, 'jobs': jobs, 'shown': shown, 'signalled': signalled,
           'again': [again.returncode, again.stderr], 'failing': failing,
           'failed': [failed.returncode, failed.stdout, failed.stderr]}
@@ -188,6 +196,32 @@ def test_wait_names_each_failed_task_and_its_log(slurm_grid):
   # The transplants and the report waited for the failed bases: SLURM cancelled them.
   assert re.search(r'report \(job \d+\) ended CANCELLED', err), err
   assert not os.path.exists(os.path.join(slurm_grid['failing'], 'results.csv'))
+
+
+def test_a_controller_that_does_not_answer_is_named_not_the_options(slurm_grid):
+  (code, out, err), (dry_code, dry_out, dry_err) = slurm_grid['down']
+  assert code == 2 and len(err.strip().splitlines()) == 1, err[-3000:]
+  assert "SLURM's controller does not answer (Slurmctld(primary) at" in err and 'DOWN' in err
+  assert 'refuses the options' not in err and 'were not checked' in err
+  assert not os.path.exists(slurm_grid['down_workdir'])
+  assert dry_code == 0, dry_err[-3000:]
+  assert "The sbatch options were not checked: SLURM's controller does not answer" in dry_out
+
+
+def test_without_sbatch_the_options_are_not_checked_and_submitting_says_why(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv('PATH', str(tmp_path))  # No sbatch, no scontrol.
+  assert submit.dry_check(['--partition=gpu']) == (
+      'The sbatch options were not checked: sbatch is not on PATH.')
+  with pytest.raises(UserError, match='sbatch is not on PATH: run python -m tfx_jax.slurm'):
+    submit.check_sbatch(['--partition=gpu'])
+
+
+def test_dry_run_refuses_options_sbatch_refuses_in_one_line(slurm_grid):
+  code, out, err = slurm_grid['bad_time']
+  assert code == 2 and len(err.strip().splitlines()) == 1, err[-3000:]
+  assert 'sbatch refuses the options after -- (--time=notatime)' in err, err
+  assert 'time' in err.split(':', 2)[-1] and not out  # sbatch's reason; no scripts printed.
 
 
 def test_a_rerun_submits_only_what_is_unfinished(slurm_grid, tmp_path):

@@ -21,6 +21,7 @@ from test_report import paper_like, report_cli, rows, write_results
 from test_robustness import left_in_group
 from tfx_jax.data import datasets
 from tfx_jax.data.sources import folders, jpeg_shards
+from tfx_jax.errors import UserError
 
 
 def prepare_folder(source, data_dir, *flags, popen=False):
@@ -148,7 +149,7 @@ def tmpfs(path, options):
 def test_a_full_disk_is_one_line_naming_the_path_and_a_rerun_resumes(tmp_path):
   source, disk = str(tmp_path / 'pets'), str(tmp_path / 'disk')
   two_classes(source, per_class=20, noise=True)  # About 5 MB at 256 px.
-  flags = ('--num_workers=2', '--images_per_shard=4')
+  flags = ('--size=256', '--num_workers=2', '--images_per_shard=4')
   with tmpfs(disk, 'size=1m'):
     stderr = one_line(prepare_folder(source, disk, *flags))
     assert f'Cannot write {disk}/folders/pets/' in stderr and 'the disk is full' in stderr
@@ -203,6 +204,39 @@ def test_a_report_on_a_full_or_read_only_disk_is_one_line_and_the_old_report_sta
     after = files_of(f'{w}/report')
     assert after['analysis.md'] == b'kept\n' and after['findings.md'] != before['findings.md']
     assert set(after) == set(before)
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_a_rerun_resumes(tmp_path):
+  w = str(tmp_path / 'disk')
+  base = (f'--config={RUNLOCAL}', '--config.layers=(1,)', '--config.only=(base,)',
+          '--config.report=false', f'--workdir={w}/w')
+  with tmpfs(w, 'size=4m'):  # Step 8's checkpoint fits, step 16's does not.
+    stderr = one_line(cli(*base))
+    assert (f'Cannot write {w}/w/runs/m_n-baseB-s0/checkpoints: the disk is full; free space '
+            'there, or pass another --workdir; a rerun keeps the finished runs' in stderr), stderr
+    subprocess.run(['mount', '-o', 'remount,size=64m', w], check=True)
+    again = cli(*base)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'resuming m_n-baseB-s0 from step 8' in again.stdout, again.stdout
+
+
+def test_analysis_files_on_a_full_disk_are_one_line_naming_the_path(tmp_path):
+  from tfx_jax.report import analysis  # pylint: disable=import-outside-toplevel
+  computed = {'groups': ['conv1'], 'predictors': {}, 'splits': {}, 'notes': [],
+              'settings': {'train_examples': 20, 'eval_examples': 8, 'batch_size': 8},
+              'cost': {'analysis_s': 1.0, 'training_s': 10.0, 'ratio': 0.1, 'devices': 'cpu'}}
+  w = str(tmp_path / 'disk')
+  with tmpfs(w, 'size=64k'):
+    with open(f'{w}/filler', 'wb', buffering=0) as f:
+      with pytest.raises(OSError):
+        while True:
+          f.write(b'\0' * 4096)
+    with pytest.raises(UserError) as refused:
+      analysis.write(w, computed, 'folder:pets')
+  message = str(refused.value)
+  assert f'Cannot write {w}/report' in message and 'the disk is full' in message, message
+  assert f'python -m tfx_jax.report --analyse --workdir={w} writes the analysis' in message
+  assert '\n' not in message
 
 
 @pytest.fixture

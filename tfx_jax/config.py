@@ -202,10 +202,11 @@ def base_config() -> ml_collections.ConfigDict:
   # What is transferred (docs/report.md#what-is-transferred): at the end of the
   # main job (with the report), from the checkpoints; forward passes only.
   # Probe sets of target B drawn with each seed, class-balanced; CKA minibatches
-  # and forward batches of batch_size; the linear probe's L-BFGS steps.
+  # and forward batches of batch_size; the linear probe's L-BFGS steps; a
+  # layer wider than max_features is count-sketched to it (bounds the memory).
   c.analysis = ml_collections.ConfigDict({'run': True, 'train_examples': 2000,
                                           'eval_examples': 1000, 'probe_steps': 300,
-                                          'batch_size': 250})
+                                          'batch_size': 250, 'max_features': 4096})
 
   # Sweep sharding: run part `shard` of `num_shards` of the grid (machines
   # sharing one workdir); a transfer waits for a base that another shard trains.

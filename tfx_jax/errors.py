@@ -4,6 +4,7 @@ one line `error: ...` on stderr, exit code 2, no traceback (unless --verbose).""
 from __future__ import annotations
 
 import errno
+import logging as pylogging
 import os
 import re
 import sys
@@ -102,6 +103,55 @@ def write_fault(error: BaseException, where: str, flag: str) -> str | None:
   return f'Cannot write {path}: {_WRITE_FAULTS[error.errno]}; {fix}.'
 
 
+# A tensorstore (Orbax checkpoint) write that failed for the machine: it raises
+# ValueError('RESOURCE_EXHAUSTED: ... Failed writing: "PATH": ... [os_error_code='28']').
+_STORE_FAULT = re.compile(r"(?:Failed|Error) writing.*\[os_error_code='(\d+)'\]", re.S)
+_STORE_PATH = re.compile(r'"(/[^"]+)"')
+# A fault anywhere is a write only for these (a denied access may be a read).
+_ANYWHERE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def machine_fault(error: BaseException, flag: str) -> str | None:
+  """`write_fault`'s line for a full disk, read-only filesystem or denied
+  write anywhere in `error`'s cause chain, tensorstore's (a checkpoint's)
+  included; None for any other error."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in _ANYWHERE:
+      return write_fault(error, os.sep, flag)
+    found = _STORE_FAULT.search(str(error))
+    if found and int(found.group(1)) in _WRITE_FAULTS:
+      path = (_STORE_PATH.findall(str(error)) or [''])[-1]
+      if '.orbax-checkpoint-tmp' in path:  # Name the checkpoints, not Orbax's temporaries.
+        path = os.path.dirname(path.split('.orbax-checkpoint-tmp')[0])
+      code = int(found.group(1))
+      return write_fault(OSError(code, os.strerror(code), path or None), os.sep, flag)
+    error = error.__cause__ or error.__context__
+  return None
+
+
+class _NoFaultLogs(pylogging.Filter):
+  """Drops libraries' error logs of a machine fault (Orbax logs a full disk's
+  traceback from each of its threads): the CLI says it in one line."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (_STORE_FAULT.search(record.getMessage())
+                or (error is not None and machine_fault(error, '-')))
+
+
+def _without_closed_loop_callbacks(hook: Callable) -> Callable:
+  """sys.excepthook, less the callbacks of writes abandoned after one failed:
+  tensorstore completes the others (a full disk's) on an asyncio loop Orbax
+  has closed, and each prints 'Event loop is closed' from
+  call_soon_threadsafe; the failure itself is reported."""
+  def excepthook(kind, value, tb):
+    if (isinstance(value, RuntimeError) and tb is not None
+        and tb.tb_frame.f_code.co_name == 'call_soon_threadsafe'):
+      return
+    hook(kind, value, tb)
+  return excepthook
+
+
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 
 
@@ -144,12 +194,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
     raise  # Unreachable: _fail exits.
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(main: Callable[[list[str]], None], fault_flag: str = '', on_fault: str = '') -> None:
   """absl's app.run(main), reporting bad flags and UserErrors the house way:
-  exit 2 with one line, --verbose or not (it adds the traceback)."""
+  exit 2 with one line, --verbose or not (it adds the traceback). With
+  fault_flag, a machine fault (`machine_fault`) anywhere in main is one line
+  too, naming the path, fault_flag as the other place to write, and
+  `on_fault` (what a rerun does)."""
   def quiet_main(argv):
     if not flags.FLAGS.verbose:  # Libraries' logs and warnings (Orbax, JAX) stay off stderr.
       logging.set_verbosity(logging.ERROR)
+      logging.get_absl_handler().addFilter(_NoFaultLogs())
+      sys.excepthook = _without_closed_loop_callbacks(sys.excepthook)
       warnings.simplefilter('ignore')
     main(argv)
 
@@ -157,3 +212,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     app.run(quiet_main, flags_parser=_parse_flags)
   except UserError as e:
     _fail(str(e), _verbose())
+  except Exception as e:  # pylint: disable=broad-except
+    fault = fault_flag and machine_fault(e, fault_flag)
+    if not fault:
+      raise
+    _fail(f'{fault[:-1]}{"; " + on_fault if on_fault else ""}.', _verbose())

@@ -64,7 +64,7 @@ def main(argv):
 
 def run():
   try:
-    errors.run(main)
+    errors.run(main, '--workdir', 'a rerun keeps the finished runs and resumes the others')
   except preemption.Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)

@@ -21,7 +21,8 @@ _SOURCE_DIR = flags.DEFINE_string('source_dir', None, 'folder: the directory of 
                                   'subfolder per class (or train/ and test/ of those).')
 _NAME = flags.DEFINE_string('name', None, 'folder: the dataset\'s name; train with '
                             '--config.dataset=folder:NAME.')
-_SIZE = flags.DEFINE_integer('size', 256, 'folder: the side images are stored at.')
+_SIZE = flags.DEFINE_integer('size', 0, 'folder: the side images are stored at; 0: their '
+                             'own (the median larger side, at most 256).')
 _EVAL_FRACTION = flags.DEFINE_float('eval_fraction', 0.2, 'folder without a test/ '
                                     'folder: the stratified part of each class held out.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Where to write (local or gs://); '

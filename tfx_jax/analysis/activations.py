@@ -15,7 +15,10 @@ Spatial maps [n, h, w, c] are average-pooled to a grid of at most 4 x 4
 (rows and columns past the last whole cell dropped) and flattened: 16c
 features, which keep where in the image a unit fires; token sequences [n, t,
 d] (a Transformer's) are averaged over the tokens, the class token included:
-d features; dense outputs [n, d] are kept as they are.
+d features; dense outputs [n, d] are kept as they are. A group wider than
+`max_features` (the flattened input of a first dense layer: 65,536 units for
+`small` at 256 px) is count-sketched to that width (`sketched`), so the
+analysis's memory is bounded by its config, not by the image size.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tfx_jax.models import groups as groups_lib
@@ -76,15 +80,33 @@ def pooled(x: jax.Array) -> jax.Array:
   return x.reshape(n, s, h // s, s, w // s, c).mean(axis=(2, 4)).reshape(n, -1)
 
 
+def sketched(x: jax.Array, width: int) -> jax.Array:
+  """[n, d] -> [n, width] for d > width: a count sketch (Charikar, Chen and
+  Farach-Colton 2002; feature hashing) with balanced bins: each unit, times a
+  random sign, is added into one of `width` bins, ceil(d / width) units a bin,
+  by a permutation fixed by (d, width) alone, so every network's features of a
+  group share it. Inner products, so linear CKA, are kept in expectation;
+  [n, d] as it is for d <= width."""
+  n, d = x.shape
+  if d <= width:
+    return x
+  per = -(-d // width)
+  rng = np.random.default_rng([d, width])
+  order, signs = rng.permutation(per * width), rng.choice(np.float32([-1, 1]), per * width)
+  x = jnp.pad(x, ((0, 0), (0, per * width - d)))  # Zero units: in no inner product.
+  return (x[:, order] * signs).reshape(n, width, per).sum(axis=-1)
+
+
 def _first_array(args, kwargs):
   return next((a for a in (*args, *kwargs.values()) if hasattr(a, 'ndim')), None)
 
 
-def features(model, variables: Mapping, images: jax.Array,
-             groups: Sequence[str]) -> dict[str, jax.Array]:
+def features(model, variables: Mapping, images: jax.Array, groups: Sequence[str],
+             max_features: int | None = None) -> dict[str, jax.Array]:
   """{group: its features [n, d] (float32)} for `images` (the model's input,
-  already normalised) under `variables`, in evaluation mode. `model` is a
-  registry-created Net or a linen Module."""
+  already normalised) under `variables`, in evaluation mode, d at most
+  max_features (None: no bound). `model` is a registry-created Net or a linen
+  Module."""
   # In creation order (under jit, `variables` has its keys sorted).
   params = registry.variable_shapes(model, images.shape[1:])['params']
   wanted = following(params, groups)
@@ -96,6 +118,8 @@ def features(model, variables: Mapping, images: jax.Array,
         x = _first_array(args, kwargs)
         if x is not None:
           found[group] = pooled(jnp.asarray(x, jnp.float32))
+          if max_features:
+            found[group] = sketched(found[group], max_features)
 
   if isinstance(model, net_lib.Net) and model.is_nnx:
     model.apply_nnx(variables, images, lambda module, x: _calls_recorded(

@@ -20,7 +20,8 @@ class Forward:
   """One model's jitted passes; `preprocess` maps uint8 images to its input."""
 
   def __init__(self, model, groups: Sequence[str], preprocess: Callable,
-               batch_size: int, precision: str = precision_lib.DEFAULT):
+               batch_size: int, precision: str = precision_lib.DEFAULT,
+               max_features: int | None = None):
     self.groups, self.batch_size = tuple(groups), batch_size
 
     def inputs(variables, images):
@@ -29,7 +30,8 @@ class Forward:
 
     def features(variables, images):
       with precision_lib.matmuls(precision):
-        return activations.features(model, *inputs(variables, images), self.groups)
+        return activations.features(model, *inputs(variables, images), self.groups,
+                                    max_features)
 
     def correct(variables, images, labels):
       with precision_lib.matmuls(precision):
@@ -49,7 +51,7 @@ class Forward:
                     for a in arrays]
 
   def features(self, variables: Mapping, images: np.ndarray) -> dict[str, np.ndarray]:
-    """{group: float32 [n, d]} for uint8 images [n, H, W, C]."""
+    """{group: float32 [n, d]} for uint8 images [n, H, W, C], d <= max_features."""
     parts = {group: [] for group in self.groups}
     for count, (batch,) in self._batches(images):
       for group, value in jax.device_get(self._features(variables, batch)).items():

@@ -186,12 +186,14 @@ def logme(features: jax.Array, labels: jax.Array, num_classes: int, *,
 # ------------------------------------------------------------------------- H-score
 
 
-@jax.jit
-def ledoit_wolf_shrinkage(x: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=('units',))
+def ledoit_wolf_shrinkage(x: jax.Array, units: int | None = None) -> jax.Array:
   """The Ledoit and Wolf (2004) shrinkage in [0, 1] of the empirical covariance of
   centred x [n, d] towards tr(cov)/d I; sklearn.covariance.ledoit_wolf_shrinkage's
-  formula (0 for d = 1)."""
+  formula (0 for d = 1). units: d, where x holds another matrix's principal
+  coordinates (`_principal`): the formula's sums are the same in them."""
   n, d = x.shape
+  d = units or d
   squares = x**2
   variances = jnp.sum(squares, axis=0) / n
   mu = jnp.sum(variances) / d
@@ -201,6 +203,14 @@ def ledoit_wolf_shrinkage(x: jax.Array) -> jax.Array:
   delta = (delta_ - 2 * mu * jnp.sum(variances) + d * mu**2) / d
   beta = jnp.minimum(beta, delta)
   return jnp.where(beta > 0, beta / jnp.where(delta > 0, delta, 1), 0)
+
+
+def _principal(f: jax.Array) -> jax.Array:
+  """Centred f [n, d] in its principal coordinates, [n, n] (f = U S V^T -> U S):
+  the same inner products between examples, its covariance's nonzero
+  eigenvalues, and from the n x n Gram matrix, not the d x d covariance."""
+  eigenvalues, u = jnp.linalg.eigh(_dot(f, f.T))
+  return u * jnp.sqrt(jnp.maximum(eigenvalues, 0))
 
 
 @functools.partial(jax.jit, static_argnames=('num_classes', 'shrinkage'))
@@ -216,9 +226,15 @@ def h_score(features: jax.Array, labels: jax.Array, num_classes: int, *,
   ("Newer is not always better: Rethinking transferability metrics"), tr(cov_a(f)^-1 (1 - a)
   cov(E[f | y])), cov_a the Ledoit-Wolf estimate with shrinkage a. Both covariances
   here divide by n; their published code divides cov(E[f | y]) by n - 1, a factor
-  n / (n - 1) higher."""
+  n / (n - 1) higher.
+
+  Wider than n, f is taken in its principal coordinates (n x n matrices, not d
+  x d): both scores are the same there (cov(E[f | y]) lies in f's row space,
+  which the shrunk cov_a maps to itself), so memory and time grow with n."""
   n, d = features.shape
   f = _centre(features)
+  if d > n:
+    f = _principal(f)
   onehot = jax.nn.one_hot(labels, num_classes, dtype=f.dtype)
   counts = jnp.sum(onehot, axis=0)  # [C]
   means = _dot(onehot.T, f) / jnp.maximum(counts, 1)[:, None]  # [C, d], centred class means
@@ -226,8 +242,8 @@ def h_score(features: jax.Array, labels: jax.Array, num_classes: int, *,
   cov_means = _dot(means.T * counts, means) / n
   cov = _dot(f.T, f) / n
   if shrinkage:
-    a = ledoit_wolf_shrinkage(f)
-    cov = (1 - a) * cov + a * jnp.trace(cov) / d * jnp.eye(d, dtype=f.dtype)
+    a = ledoit_wolf_shrinkage(f, units=d)
+    cov = (1 - a) * cov + a * jnp.trace(cov) / d * jnp.eye(f.shape[1], dtype=f.dtype)
     cov_means = (1 - a) * cov_means
   return jnp.trace(_dot(jnp.linalg.pinv(cov, hermitian=True), cov_means))
 

@@ -47,12 +47,12 @@ def predictors(train: Features, train_y: np.ndarray, eval_: Features, eval_y: np
   out = {}
   # Zero units change no probe (standardised to 0, their weights stay 0), no
   # LogME (zero singular values) and no H-score (outside the pseudo-inverse):
-  # every layer padded to the widest, one compiled function serves them all.
-  # The shrunk H-score's target, tr(cov)/d I, counts the units: not padded.
-  width = max(train[g].shape[1] for g in groups)
-
+  # each layer is padded to the next power of two, so a few compiled functions
+  # serve them all, each at most twice the layer's own width (not the widest's:
+  # H-score's d x d covariance is the analysis's largest matrix). The shrunk
+  # H-score's target, tr(cov)/d I, counts the units: not padded.
   def padded(x):
-    return np.pad(x, ((0, 0), (0, width - x.shape[1])))
+    return np.pad(x, ((0, 0), (0, padded_width(x.shape[1]) - x.shape[1])))
 
   for group in groups:
     x = padded(train[group])
@@ -65,6 +65,11 @@ def predictors(train: Features, train_y: np.ndarray, eval_: Features, eval_y: np
         'h_score_shrunk': float(measures.h_score(train[group], train_y, num_classes,
                                                  shrinkage=True))}
   return out
+
+
+def padded_width(d: int) -> int:
+  """The width `predictors` pads a layer of d units to: the next power of two."""
+  return 1 << (d - 1).bit_length()
 
 
 def _finite(x: float) -> float | None:

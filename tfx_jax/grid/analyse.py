@@ -90,7 +90,8 @@ class _Networks:
     for target, model in self.models.items():  # One of each for halves of one size.
       if len(self.tasks[target].classes) not in self.forward:
         self.forward[len(self.tasks[target].classes)] = forward.Forward(
-            model, groups, preprocess, config.analysis.batch_size, config.precision)
+            model, groups, preprocess, config.analysis.batch_size, config.precision,
+            config.analysis.max_features)
 
   def forward_of(self, target: str) -> forward.Forward:
     return self.forward[len(self.tasks[target].classes)]
@@ -166,6 +167,7 @@ def _seed(net: _Networks, seed: int, ns: list[int], notes: list[str],
                                c.probe_steps)
   cka_ab = transfer.cka(a_eval, b_eval, groups, c.batch_size)
   out = {'probe_examples': {p: int(len(v['label'])) for p, v in probe.items()},
+         'feature_widths': {g: int(a_train[g].shape[1]) for g in groups},
          'cka_ab': cka_ab, 'cka_init_trained': {}, 'cka_b_vs': {t: {} for t in FINE_TUNED}}
   for target, spec in (('A', base_a), ('B', base_b)):
     if spec.run_id in net.pretrained:  # Its initialisation is not ours to know.
@@ -226,7 +228,8 @@ def analyse(workdir: str, config: ml_collections.ConfigDict | None = None,
   # The grid's n (config.layers; all of them when empty).
   ns = sorted(set(config.layers)) or list(range(1, len(groups) + 1))
   out = {'settings': {k: config.analysis[k] for k in ('train_examples', 'eval_examples',
-                                                      'probe_steps', 'batch_size')},
+                                                      'probe_steps', 'batch_size',
+                                                      'max_features')},
          'groups': list(groups), 'predictors': PREDICTORS, 'splits': {}, 'notes': []}
   splits = [s for e, s, _ in experiments.parts(config) if e == 'transfer']
   for split in splits:

@@ -62,6 +62,7 @@ def fields(c: ml_collections.ConfigDict) -> None:
       # CKA's unbiased HSIC needs minibatches of 4 or more.
       ('analysis.batch_size', c.analysis.batch_size >= 4, '4 or more', 250),
       ('analysis.eval_examples', c.analysis.eval_examples >= 4, '4 or more', 1000),
+      ('analysis.max_features', c.analysis.max_features >= 16, '16 or more', 4096),
       ('tune.probe_fraction', 0 < c.tune.probe_fraction < 1, 'in (0, 1)', 0.5),
       ('tune.l2sp_alpha', 0 <= c.tune.l2sp_alpha < math.inf, '0 or more', 0.1),
       ('tune.l2sp_beta', 0 <= c.tune.l2sp_beta < math.inf, '0 or more', 0.01),

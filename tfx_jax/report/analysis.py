@@ -108,7 +108,9 @@ def markdown(analysis: dict, dataset: str | None) -> str:
            f'From the checkpoints, forward passes only (tfx_jax/grid/analyse.py; '
            f'docs/report.md). Probe sets of target B drawn with each seed: '
            f'{s["train_examples"]} train and {s["eval_examples"]} eval images, '
-           f'class-balanced. Spatial maps are average-pooled to at most 4 x 4 cells. '
+           f'class-balanced. Spatial maps are average-pooled to at most 4 x 4 cells'
+           + (f', and a layer wider than {s["max_features"]:,} units is count-sketched to '
+              f'{s["max_features"]:,}. ' if s.get('max_features') else '. ') +
            f'CKA is linear and unbiased, over minibatches of {s["batch_size"]}. '
            f'Measured transfer: results.csv\'s best10_top1. Every predictor is read as '
            f'"higher: more transferable"; its verdict is from the mean Spearman rho over '
@@ -227,11 +229,24 @@ def predictors_figure(split: dict, groups, predictors: dict, title: str) -> Figu
 
 
 def write(workdir: str, analysis: dict, dataset: str | None) -> str:
-  """report/analysis.json, analysis.md and the figures; returns the report directory."""
+  """report/analysis.json, analysis.md and the figures; returns the report
+  directory. A full disk, read-only filesystem or denied write is a UserError
+  naming the path (each file is written whole or not at all, the JSON last)."""
   out = os.path.join(workdir, 'report')
+  try:
+    _write(out, analysis, dataset)
+  except OSError as e:
+    fault = errors.write_fault(e, workdir, '--workdir')
+    if not fault:
+      raise
+    raise errors.UserError(f'{fault[:-1]}; then python -m tfx_jax.report --analyse '
+                           f'--workdir={workdir} writes the analysis (the grid\'s results '
+                           f'stand).') from e
+  return out
+
+
+def _write(out: str, analysis: dict, dataset: str | None) -> None:
   files.makedirs(out)
-  files.atomic_write(os.path.join(out, JSON), (json.dumps(analysis, indent=1) + '\n').encode())
-  files.atomic_write(os.path.join(out, MARKDOWN), markdown(analysis, dataset).encode('utf-8'))
   for name, split in analysis['splits'].items():
     if not split['seeds']:
       continue
@@ -241,7 +256,8 @@ def write(workdir: str, analysis: dict, dataset: str | None) -> str:
                                                        analysis['predictors'], title))):
       files.atomic_write(os.path.join(out, f'analysis_{slug(name)}_{kind}.png'),
                          figures.to_bytes(fig, 'png'))
-  return out
+  files.atomic_write(os.path.join(out, MARKDOWN), markdown(analysis, dataset).encode('utf-8'))
+  files.atomic_write(os.path.join(out, JSON), (json.dumps(analysis, indent=1) + '\n').encode())
 
 
 def compute(workdir: str, config=None) -> dict:
@@ -271,6 +287,9 @@ def at_end(workdir: str, config, processes: int) -> str:
   try:
     return f'Analysis: {run(workdir, config)}'
   except errors.UserError as e:
+    if isinstance(e.__cause__, OSError):  # A machine fault: on stderr, as failures are.
+      print(f'warning: {e}', file=sys.stderr, flush=True)
+      return 'No analysis: it could not be written (the line on stderr says why).'
     return f'No analysis: {e}'
   except Exception as e:  # pylint: disable=broad-except  # The grid's results stand.
     print(f'warning: {failure(e, workdir)}', file=sys.stderr, flush=True)

@@ -96,11 +96,12 @@ def main(argv):
     return
   runs = sum(len(t) for job in jobs for t in job.tasks)
   if FLAGS.dry_run:
+    checked = submit.dry_check(options)  # Refused before anything is printed.
     for job in jobs:
       print(f'==> {s.script_path(job)} <==\n{scripts.script(job, s)}')
     print(f'==> the sbatch commands (--dry_run: nothing submitted) <==\n'
           f'{scripts.submit_script(jobs, s)}')
-    print(f'{len(jobs)} jobs for {runs} of {len(specs)} runs.')
+    print(f'{len(jobs)} jobs for {runs} of {len(specs)} runs. {checked}')
     return
   submit.check_sbatch(options)
   checks.prepare(config, workdir, this_host=False)  # config.json before the first task.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -18,25 +19,90 @@ from tfx_jax.slurm.plan import Job
 JOBS_FILE = 'jobs.json'
 
 
-def _slurm(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
+# `scontrol ping` answers at once where a controller is up or known to be down;
+# without a slurm.conf it retries for a minute.
+PING_SECONDS = 10
+# What sbatch says when it reaches no controller: not the options' fault.
+UNREACHABLE = ('Unable to contact slurm controller', 'Unable to process configuration file',
+               'Zero Bytes were transmitted', 'Socket timed out')
+
+
+def _slurm(args: Sequence[str], check: bool = True,
+           timeout: float = 120) -> subprocess.CompletedProcess:
   try:
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
   except FileNotFoundError:
     raise UserError(f'{args[0]} is not on PATH: run python -m tfx_jax.slurm on a SLURM '
                     f'login node, or pass --dry_run to see the jobs.') from None
+  except subprocess.TimeoutExpired:
+    raise UserError(f'{" ".join(args[:2])} gave no answer in {timeout:.0f} s: SLURM\'s '
+                    f'controller does not answer; check it with scontrol ping, then run '
+                    f'this again.') from None
   if check and done.returncode:
     raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
   return done
 
 
+def controller_down() -> str | None:
+  """Why SLURM's controller does not answer, in `scontrol ping`'s words (its
+  last line), or None when it answers (or scontrol is not installed)."""
+  try:
+    proc = subprocess.Popen(['scontrol', 'ping'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  except FileNotFoundError:  # sbatch --test-only tells then.
+    return None
+  try:
+    out, err = proc.communicate(timeout=PING_SECONDS)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    out, err = proc.communicate()
+    first = (err.strip().splitlines() or [''])[0]
+    return f'scontrol ping gave no answer in {PING_SECONDS} s' + (f': {first}' if first else '')
+  if not proc.returncode:
+    return None
+  lines = [line.strip() for line in (out + err).splitlines()
+           if line.strip() and not line.startswith('*')]
+  return lines[-1] if lines else f'scontrol ping: exit code {proc.returncode}'
+
+
+def _unreachable(why: str) -> UserError:
+  return UserError(f'SLURM\'s controller does not answer ({why}): nothing was submitted, '
+                   f'and the options after -- were not checked. Start slurmctld or ask the '
+                   f'cluster\'s admins (check SLURM_CONF on this node), then run this again; '
+                   f'--dry_run shows the jobs meanwhile.')
+
+
 def check_sbatch(options: Sequence[str]) -> None:
   """The user's sbatch options, tried on the cluster with `sbatch --test-only`
-  (nothing is submitted): a bad partition, account or gres is refused here."""
+  (nothing is submitted): a bad partition, account, gres or time is refused
+  here; a controller that does not answer is named as such."""
+  if shutil.which('sbatch') is None:
+    _slurm(['sbatch'])  # Its one line: not on PATH.
+  why = controller_down()
+  if why:
+    raise _unreachable(why)
   done = _slurm(['sbatch', '--test-only', *options, '--wrap=true'], check=False)
   if done.returncode:
     message = ' '.join(done.stderr.split()) or f'exit code {done.returncode}'
+    if any(sign in message for sign in UNREACHABLE):
+      raise _unreachable(message)
     raise UserError(f'sbatch refuses the options after -- ({" ".join(options)}): '
                     f'{message}; fix them and run this again.')
+
+
+def dry_check(options: Sequence[str]) -> str:
+  """--dry_run's check of the options: `check_sbatch` where sbatch is installed
+  and a controller answers (UserError if it refuses them); else a line saying
+  why they were not checked."""
+  if not options:
+    return 'No sbatch options after --.'
+  if shutil.which('sbatch') is None:
+    return 'The sbatch options were not checked: sbatch is not on PATH.'
+  why = controller_down()
+  if why:
+    return f'The sbatch options were not checked: SLURM\'s controller does not answer ({why}).'
+  check_sbatch(options)
+  return 'sbatch --test-only accepts the options.'
 
 
 def recorded(logs: str) -> list[dict]:

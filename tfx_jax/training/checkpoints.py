@@ -7,6 +7,7 @@ the optimizer state) are read back by every transplant that needs them; see
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -67,7 +68,14 @@ class RunCheckpoints:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the last save and closes; a save that failed (a full disk)
+    raises once the manager is closed, so no write is left in flight at exit."""
+    try:
+      self._manager.wait_until_finished()
+    except BaseException:
+      with contextlib.suppress(Exception):
+        self._manager.close()
+      raise
     self._manager.close()
 
 

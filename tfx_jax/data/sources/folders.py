@@ -10,7 +10,8 @@ folder a stratified fraction of each class is held out (`subsets.holdout`),
 the same on every run. Every image is decoded as a viewer shows it (EXIF
 orientation applied; CMYK, palette, 16-bit and grey made RGB; transparency
 composited on white), warped to SIZE x SIZE as ImageNet's prepare does and
-stored as JPEG quality 90. What happens to odd inputs is in docs/own_data.md:
+stored as JPEG quality 90; SIZE by default the images' own (`auto_side`).
+What happens to odd inputs is in docs/own_data.md:
 files that do not decode are skipped with a warning naming each (their
 labels become -1, which no task selects), and listed in the manifest.
 """
@@ -40,6 +41,9 @@ QUALITY = 90
 IMAGE_EXTENSIONS = frozenset(('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif',
                               '.tiff', '.ppm', '.pgm', '.pbm'))
 EVAL_DIRS = ('test', 'validation', 'val')
+# --size's default (0): the median larger side of up to SIDE_SAMPLE evenly
+# spaced images, from their headers, within [MIN_SIDE, MAX_AUTO_SIDE].
+SIDE_SAMPLE, MIN_SIDE, MAX_AUTO_SIDE = 1000, 8, 256
 
 
 def dirname(name: str) -> str:
@@ -290,14 +294,32 @@ def fingerprint(source_dir: str, listings: dict[str, Listing]) -> str:
   return h.hexdigest()
 
 
-def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: int = 256,
+def auto_side(source_dir: str, listings: dict[str, Listing]) -> int:
+  """The side images are stored at unless --size says: the images' own size
+  when they share one (the larger side where they are not square), else the
+  median larger side; at most MAX_AUTO_SIDE, so photos train at 256 and
+  small images (digits, CIFAR-like) at their own size, not warped up."""
+  names = [n for listing in listings.values() for n in listing.names]
+  sides = []
+  for i in np.unique(np.linspace(0, len(names) - 1, min(SIDE_SAMPLE, len(names))).astype(int)):
+    try:
+      with PIL.Image.open(os.path.join(source_dir, names[i])) as image:
+        sides.append(max(image.size))  # The header only: nothing decoded.
+    except Exception:  # pylint: disable=broad-except  # Skipped when its shard is written.
+      pass
+  side = int(np.median(sides)) if sides else MAX_AUTO_SIDE
+  return min(max(side, MIN_SIDE), MAX_AUTO_SIDE)
+
+
+def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: int = 0,
                    eval_fraction: float = 0.2, num_workers: int = 0,
                    images_per_shard: int = 1024, log=print) -> dict:
-  """Writes (or completes) DATA_DIR/folders/NAME; returns its manifest."""
+  """Writes (or completes) DATA_DIR/folders/NAME; returns its manifest.
+  size 0: `auto_side`."""
   check_name(name)
-  if not 8 <= size <= 4096:
-    raise UserError(f'--size={size}: the side images are stored at must be in 8..4096; '
-                    f'e.g. --size=256.')
+  if size != 0 and not MIN_SIDE <= size <= 4096:
+    raise UserError(f'--size={size}: the side images are stored at must be in 8..4096 '
+                    f'(or 0, the images\' own); e.g. --size=256.')
   if images_per_shard < 1:
     raise UserError(f'--images_per_shard must be >= 1, got {images_per_shard}.')
   if not 0 < eval_fraction < 1:
@@ -312,6 +334,10 @@ def prepare_folder(source_dir: str, data_dir: str | None, name: str, *, size: in
                     f'list the prepared files as a class; pass a --data_dir outside it.')
   log(f'Listing {source_dir} ...')
   class_names, listings = list_folder(os.path.abspath(source_dir), eval_fraction)
+  if not size:
+    size = auto_side(os.path.abspath(source_dir), listings)
+    log(f'Storing the images at {size}x{size} (their own size, up to {MAX_AUTO_SIDE}; '
+        f'--size=N to choose).')
   plan = {'format': jpeg_shards.FORMAT, 'version': jpeg_shards.VERSION,
           'dataset': f'folder:{name}', 'image_size': [size, size], 'quality': QUALITY,
           'images_per_shard': images_per_shard, 'class_names': class_names,
