@@ -385,3 +385,28 @@ def test_a_report_path_that_is_a_file_is_one_clear_error(tmp_path):
   assert result.stderr.strip().splitlines() == [
       f'error: {tmp_path}/report is a file, where the report goes; move it away, then '
       f'write the report again.']
+
+
+def test_a_grid_at_one_target_size_reports_that_size(tmp_path):
+  """Base A sees all its images and every run on B 20 a class (docs/tune/'s
+  study): the report is that size's, with the tuning table, and no note of
+  several sizes."""
+  columns = [*results.COLUMNS, 'examples_per_class']
+  workdir = tmp_path / 'w'
+  table = [('base', 'A', 'A', 0, 0)] + [
+      (t, 'A' if t != 'base' else 'B', 'B', n, 20)
+      for t, ns in (('base', (0,)), ('transfer_ft', (1, 7)), ('surgical', (1, 7)))
+      for n in ns]
+  os.makedirs(workdir)
+  with open(workdir / 'results.csv', 'w', newline='') as f:
+    out = csv.writer(f, lineterminator='\n')
+    out.writerow(columns)
+    for seed in (0, 1, 2):
+      for i, (treatment, source, target, n, size) in enumerate(table):
+        acc = 0.7 + 0.01 * n + 0.001 * seed
+        out.writerow([f'r{i}-{seed}', 'random:0', treatment, source, target, n, seed, acc,
+                      1.0, acc, 100, 1.5, size])
+  writer.write_report(str(workdir))
+  report = workdir / 'report'
+  assert (report / 'tune.md').exists() and not (report / 'target_size.md').exists()
+  assert 'Several target-set sizes' not in (report / 'findings.md').read_text()

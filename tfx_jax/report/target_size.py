@@ -28,8 +28,10 @@ SERIES = (('base', 'base'), ('transfer', 'AnB'), ('transfer_ft', 'AnB+'))
 
 
 def sizes(runs: Sequence[Result]) -> list[int]:
-  """The target sizes present, smallest first, all images (0) last."""
-  return sorted({r.examples_per_class for r in runs}, key=lambda k: (k == 0, k))
+  """The target sizes of the runs on target B, smallest first, all images (0)
+  last (the source's runs see all its images, whatever the grid's sizes)."""
+  on_b = [r for r in runs if r.target == 'B'] or runs
+  return sorted({r.examples_per_class for r in on_b}, key=lambda k: (k == 0, k))
 
 
 def label(size: int) -> str:
