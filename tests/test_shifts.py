@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+import tfx_jax
 from tfx_jax.data import corruptions, input_pipeline, shifts
 from tfx_jax.data.sources import fashion_mnist, reader
 from tfx_jax.errors import UserError
@@ -179,3 +180,19 @@ def test_a_shifted_source_gives_the_same_bytes_whatever_it_keeps(clean, memo_byt
 def test_a_shift_made_directly_is_checked_too(fields, message):
   with pytest.raises(UserError, match=message):
     shifts.Shift(*fields)
+
+
+def test_arrays_serve_as_a_shifts_base_data():
+  """tfx_jax.data.arrays read through a shift: the corruption of the arrays'
+  own images, their labels kept (issue 42's arrays as a shift's base data)."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (12, 16, 16, 1), np.uint8)
+  labels = np.arange(12) % 3
+  data = tfx_jax.data.arrays(train=(images, labels), test=(images[:6], labels[:6]),
+                             name='shift_base')
+  spec = shifts.shifted_spec(data.name, 'gaussian_noise:4', seed=1)
+  source = reader.open_source(spec, 'train', None)
+  assert np.array_equal(source.labels, labels)
+  shifted = source.images(np.arange(12))
+  assert np.array_equal(shifted, shifts.corrupt(images, spec.shift, np.arange(12)))
+  assert not np.array_equal(shifted, images)
