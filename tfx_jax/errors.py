@@ -67,6 +67,10 @@ def define_config_and_workdir(workdir_help: str) -> None:
   config_flags.DEFINE_config_file('config', None, 'Config file, optionally '
                                   'file.py:key=value,flag', lock_config=True)
   flags.DEFINE_string('workdir', None, workdir_help)
+  caller = sys._getframe(1).f_globals['__name__']  # pylint: disable=protected-access
+  caller = sys.argv[0] if caller == '__main__' else caller  # As absl names a main module.
+  for name in ('config', 'workdir'):  # Listed by the CLI's --help as its own.
+    flags.FLAGS.register_key_flag_for_module(caller, flags.FLAGS[name])
 
 
 def loaded_config(flag_values, name: str = 'config'):

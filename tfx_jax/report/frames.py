@@ -17,7 +17,8 @@ from tfx_jax.errors import UserError
 from tfx_jax.grid import results as results_lib
 
 REPORT_DIR = 'report'
-_STRINGS = ('run_id', 'split', 'treatment', 'source', 'target', 'pretrained', 'precision')
+_STRINGS = ('run_id', 'split', 'treatment', 'source', 'target', 'pretrained', 'precision',
+            'frozen_norm')
 _INTS = ('n', 'seed', 'steps', 'examples_per_class')
 
 
