@@ -143,17 +143,29 @@ class _NoFaultLogs(pylogging.Filter):
                 or (error is not None and machine_fault(error, '-')))
 
 
-def _without_closed_loop_callbacks(hook: Callable) -> Callable:
-  """sys.excepthook, less the callbacks of writes abandoned after one failed:
+def _closed_loop_callback(value: BaseException | None, tb) -> bool:
+  """Whether an error is the callback of a write abandoned after one failed:
   tensorstore completes the others (a full disk's) on an asyncio loop Orbax
-  has closed, and each prints 'Event loop is closed' from
-  call_soon_threadsafe; the failure itself is reported."""
-  def excepthook(kind, value, tb):
-    if (isinstance(value, RuntimeError) and tb is not None
-        and tb.tb_frame.f_code.co_name == 'call_soon_threadsafe'):
-      return
-    hook(kind, value, tb)
-  return excepthook
+  has closed, and each raises 'Event loop is closed' in call_soon_threadsafe;
+  the failure itself is reported."""
+  return (isinstance(value, RuntimeError) and tb is not None
+          and tb.tb_frame.f_code.co_name == 'call_soon_threadsafe')
+
+
+def _without_closed_loop_callbacks() -> None:
+  """sys.excepthook and sys.unraisablehook (pybind11 reports a callback's
+  error there, as a bare traceback), less those callbacks."""
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def quiet_excepthook(kind, value, tb):
+    if not _closed_loop_callback(value, tb):
+      excepthook(kind, value, tb)
+
+  def quiet_unraisablehook(unraisable):
+    if not _closed_loop_callback(unraisable.exc_value, unraisable.exc_traceback):
+      unraisablehook(unraisable)
+
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
@@ -208,7 +220,7 @@ def run(main: Callable[[list[str]], None], fault_flag: str = '', on_fault: str =
     if not flags.FLAGS.verbose:  # Libraries' logs and warnings (Orbax, JAX) stay off stderr.
       logging.set_verbosity(logging.ERROR)
       logging.get_absl_handler().addFilter(_NoFaultLogs())
-      sys.excepthook = _without_closed_loop_callbacks(sys.excepthook)
+      _without_closed_loop_callbacks()
       warnings.simplefilter('ignore')
     main(argv)
 
