@@ -69,7 +69,7 @@ RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
 # a config that differs from its snapshot in ANY other field, so a new field
 # is compared unless it is listed here.
 SELECTS_RUNS = ('experiment', 'split', 'seeds', 'layers', 'only', 'targets', 'parts',
-                'sweep')
+                'sweep', 'shifts')
 LOGISTICS = ('data_dir', 'source_data_dir', 'data_cache_dir', 'num_workers', 'device_prefetch',
              'feature_cache_mb',
              'eval_batch_size', 'checkpoint_every', 'keep_checkpoints', 'log_every', 'report',
@@ -98,7 +98,9 @@ def differing_fields(old: dict, new: dict) -> list[str]:
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with the paper's solver as defaults."""
   c = ml_collections.ConfigDict()
-  c.experiment = 'transfer'  # 'transfer' (Figures 2, 3) or 'random_filters'.
+  # 'transfer' (Figures 2, 3), 'random_filters', or 'shift' (docs/shift/:
+  # which group to tune for each of `shifts`; `split` is not used).
+  c.experiment = 'transfer'
   c.dataset = 'imagenet2012'
   c.split = 'm_n'  # 'm_n' (dissimilar halves) or 'random:<seed>'.
   c.model = 'caffenet'  # models.REGISTRY, or your own: 'package.module:factory'.
@@ -168,6 +170,9 @@ def base_config() -> ml_collections.ConfigDict:
   # e.g. 'transfer/m_n/base+transfer'. When set, experiment, split and only
   # are empty: each part names its own.
   c.parts = ()
+  # The shift experiment's shifts, NAME[:SEVERITY],... (docs/shifts.md), e.g.
+  # 'gaussian_noise:5,subpopulation,permute_labels'; each is a split 'shift:NAME'.
+  c.shifts = ''
 
   # Solver (PAPER.md): SGD, momentum 0.9, wd 5e-4, biases 2x lr and no decay.
   c.batch_size = 256  # Global batch, split over all devices.

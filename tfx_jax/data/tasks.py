@@ -18,6 +18,10 @@ from tfx_jax.errors import UserError
 
 FROM = 'from:'
 ALL = 'all'
+# The shift experiment's splits, 'shift:<shift>' (docs/shift/): A the clean
+# dataset, every class (subpopulation: its source side), B the shifted one.
+# 'shift:clean' has A alone: the source base every shift but subpopulation shares.
+SHIFT, CLEAN = 'shift:', 'clean'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +93,8 @@ def _resolve(split: str, config) -> dict[str, Task]:
                       data_dir(config))}
   source_dataset = config.get('source_dataset')
   fed = datasets.fed_at(target, model_input(config))
+  if split.startswith(SHIFT):
+    return _shifted(split[len(SHIFT):], fed, data_dir(config))
   if split == ALL:
     return {ALL: Task(fed, tuple(range(target.num_classes)), data_dir(config))}
   if source_dataset:
@@ -96,3 +102,20 @@ def _resolve(split: str, config) -> dict[str, Task]:
                     f'datasets the split is {FROM}{source_dataset}.')
   a, b = splits.resolve(split, config.dataset, target.num_classes)
   return {'A': Task(fed, tuple(a), data_dir(config)), 'B': Task(fed, tuple(b), data_dir(config))}
+
+
+def _shifted(name: str, fed: DatasetSpec, where: str | None) -> dict[str, Task]:
+  """The tasks of split 'shift:<name>' on the dataset `fed` (docs/shift/).
+  The shifted datasets' seed is 0: one dataset per shift; seeds vary the runs."""
+  from tfx_jax.data import shifts  # pylint: disable=import-outside-toplevel  # Loads OpenCV.
+  every = tuple(range(fed.num_classes))
+  if name == CLEAN:
+    return {'A': Task(fed, every, where)}
+  shift = shifts.parse(name)
+  if shift.name == 'subpopulation':
+    split = shifts.subpopulation(fed.name, fed.num_classes)
+    superclasses = tuple(range(len(split.superclass_names)))
+    return {task: Task(shifts.shifted_spec(fed, shift, side=side), superclasses, where)
+            for task, side in zip('AB', shifts.SIDES)}
+  return {'A': Task(fed, every, where), 'B': Task(shifts.shifted_spec(fed, shift), every, where)}
+

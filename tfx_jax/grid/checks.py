@@ -110,10 +110,10 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
     if experiment == 'transfer' and c.report and c.analysis.run:  # Analysed at the end.
       analysis_sizes(c, split, resolved[split])
   solver = {k: v for k, v in c.source_solver.items() if v is not None}
-  if solver and not c.source_dataset:
+  if solver and not c.source_dataset and c.experiment != 'shift':
     raise UserError(f'config.source_solver sets {", ".join(sorted(solver))}, but there '
-                    f'is no source dataset: set --config.source_dataset, or leave '
-                    f'source_solver unset.')
+                    f'is no source dataset (nor the shift experiment\'s source base): set '
+                    f'--config.source_dataset, or leave source_solver unset.')
   if solver:
     source_c = ml_collections.ConfigDict(c.to_dict())
     source_c.update(solver)

@@ -7,7 +7,7 @@ import re
 import zlib
 from collections.abc import Sequence
 
-from tfx_jax.data.tasks import ALL, FROM
+from tfx_jax.data.tasks import ALL, CLEAN, FROM, SHIFT
 from tfx_jax.errors import UserError
 
 # name -> (copies layers from a base, first n frozen, notation in figures)
@@ -28,18 +28,27 @@ TREATMENTS = {
     'lp_ft': (True, False, 'LP-FT'),
     'l2sp': (True, False, 'L2-SP'),
     'llrd': (True, False, 'LLRD'),
+    # Distribution shifts (docs/shift/): the source base evaluated on the
+    # shifted test set; the target trained from scratch; every group and the
+    # head copied and all trained. surgical, lp_ft and l2sp copy the head too.
+    'no_adapt': (True, True, 'no adapt'),
+    'scratch': (False, False, 'scratch'),
+    'full_ft': (True, False, 'full FT'),
 }
 LABELS = {name: label for name, (_, _, label) in TREATMENTS.items()}
 TRANSFER_TREATMENTS = ('selffer', 'selffer_ft', 'transfer', 'transfer_ft')
 TUNE_TREATMENTS = ('surgical', 'linear_probe', 'lp_ft', 'l2sp', 'llrd')
 # Fine-tuned runs that copy groups: each is also evaluated WiSE-interpolated.
 WISE_TREATMENTS = ('transfer_ft', 'surgical', 'lp_ft', 'l2sp', 'llrd')
+SHIFT_TREATMENTS = ('no_adapt', 'scratch', 'full_ft', 'surgical', 'lp_ft', 'l2sp')
 EXPERIMENTS = {'transfer': ('base', *TRANSFER_TREATMENTS),
-               'random_filters': ('base', 'random_frozen')}
+               'random_filters': ('base', 'random_frozen'),
+               'shift': ('base', *SHIFT_TREATMENTS)}
 # Treatments an experiment runs only when config.only names them.
 ON_REQUEST = {'transfer': TUNE_TREATMENTS}
 # ALL ('all'): the paper's task of the random-filters experiment, every class.
 # FROM ('from:'): the split of tasks from two datasets, 'from:<source_dataset>'.
+# SHIFT ('shift:'): a split of the shift experiment, 'shift:<shift>' (tasks.py).
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -57,7 +66,14 @@ class RunSpec:
   def run_id(self) -> str:
     """Stable, filesystem-safe on every OS, e.g. 'random0-A3B+-s0', 'm_n-baseB-s1',
     'custom0-3,8_4-7,9-A2B-s0' (a custom split's '/' becomes '_'),
-    'from_fashion_mnist-A3B-k10-s0' (source dataset; 10 images per class)."""
+    'from_fashion_mnist-A3B-k10-s0' (source dataset; 10 images per class),
+    'gaussian_noise5-surgical2-k20-s0', 'clean-baseA-s0' (the shift experiment)."""
+    size = f'-k{self.examples_per_class}' if self.examples_per_class else ''
+    if self.split.startswith(SHIFT):
+      label = {'base': 'baseA', 'surgical': f'surgical{self.n}'}.get(self.treatment,
+                                                                     self.treatment)
+      name = re.sub(r'[^\w.+-]', '_', self.split[len(SHIFT):].replace(':', ''))
+      return f'{name}-{label}{size}-s{self.seed}'
     if self.treatment == 'base':
       label = f'base{self.target}'
     elif self.treatment == 'random_frozen':
@@ -69,7 +85,6 @@ class RunSpec:
       label += '+' if self.treatment.endswith('_ft') else ''
     split = self.split.replace(':', '_', 1) if self.split.startswith(FROM) else self.split
     split = re.sub(r'[^\w,.+-]', '_', split.replace(':', ''))
-    size = f'-k{self.examples_per_class}' if self.examples_per_class else ''
     return f'{split}-{label}{size}-s{self.seed}'
 
   @property
@@ -85,6 +100,9 @@ class RunSpec:
         FRESH, TRANSFERRED, GroupPlan, Plan)
     t, n, copies, frozen = self.treatment, self.n, *TREATMENTS[self.treatment][:2]
     values = self.source if copies else FRESH
+    if self.split.startswith(SHIFT):  # The head is copied too: the label space is shared.
+      from tfx_jax.grid import shift_runs  # pylint: disable=import-outside-toplevel
+      return shift_runs.plan(self, num_groups, tune, total_steps)
     groups = [GroupPlan(values if g <= n else FRESH, not (frozen and g <= n))
               for g in range(1, num_groups + 1)]
     if t == 'surgical':
@@ -113,19 +131,34 @@ class RunSpec:
     """The base run whose layers this run copies, if any."""
     if not self.copies_base:
       return None
+    if self.split.startswith(SHIFT):
+      return RunSpec(shift_source(self.split), 'base', 'A', 'A', 0, self.seed)
     size = self.examples_per_class if self.source == self.target else 0
     return RunSpec(self.split, 'base', self.source, self.source, 0, self.seed, size)
 
   @property
   def on_source(self) -> bool:
     """Whether the run trains on the source dataset (config.source_solver's runs)."""
-    return self.split.startswith(FROM) and self.target == 'A'
+    return self.split.startswith((FROM, SHIFT)) and self.target == 'A'
+
+  @property
+  def shift(self) -> str:
+    """The shift of the shift experiment's run ('gaussian_noise:5'); '' for
+    the clean source base and other experiments."""
+    name = self.split[len(SHIFT):] if self.split.startswith(SHIFT) else ''
+    return '' if name == CLEAN else name
 
   @property
   def init_seed(self) -> int:
     """Seed for this run's fresh initialisation and data order: different for
     every run, so re-initialised layers never restart from the base's init."""
     return zlib.crc32(self.run_id.encode()) & 0x7FFFFFFF
+
+
+def shift_source(split: str) -> str:
+  """The split of a shift's source base: subpopulation's own (its source side
+  sees other classes), else the clean dataset's, shared by every shift."""
+  return split if split.split(':')[1] == 'subpopulation' else SHIFT + CLEAN
 
 
 def names(values: Sequence[str]) -> tuple[str, ...]:
@@ -150,6 +183,11 @@ def grid(experiment: str, split: str, seeds: Sequence[int], layers: Sequence[int
   if bad:
     raise UserError(f'config.target_examples_per_class has {bad}: each size is a '
                     f'number of images per class, 1 or more (0: all of them).')
+  if experiment == 'shift':
+    if not seeds:
+      raise UserError('config.seeds is empty; give at least one seed, e.g. (0,).')
+    from tfx_jax.grid import shift_runs  # pylint: disable=import-outside-toplevel
+    return shift_runs.grid(split, seeds, layers, names(only), num_groups, sizes)
   if sizes != (0,) and tuple(names(targets)) != ('B',):
     raise UserError('config.target_examples_per_class sizes the target B: set '
                     '--config.targets=B.')
@@ -242,6 +280,8 @@ def parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def _parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
   only = names(config.only)
+  if not config.parts and config.experiment == 'shift':
+    return [('shift', SHIFT + str(shift), only) for shift in shift_list(config)]
   if not config.parts:
     return [(config.experiment, config.split, only)]
   if config.experiment or config.split:
@@ -262,6 +302,20 @@ def _parts(config) -> list[tuple[str, str, tuple[str, ...]]]:
     raise UserError(f'config.only={only} selects no treatment of any part '
                     f'({", ".join(names(config.parts))}).')
   return chosen
+
+
+def shift_list(config) -> tuple:
+  """config.shifts, parsed (data/shifts.py), for the shift experiment."""
+  from tfx_jax.data import shifts  # pylint: disable=import-outside-toplevel  # Loads OpenCV.
+  if config.get('source_dataset'):
+    raise UserError('The shift experiment shifts one dataset (config.dataset); clear '
+                    'config.source_dataset (--config.source_dataset=).')
+  given = config.get('shifts') or ''
+  given = names(given if isinstance(given, (tuple, list)) else (given,))
+  if not given:
+    raise UserError('config.experiment=shift needs the shifts: --config.shifts=NAME[:SEVERITY]'
+                    ',..., e.g. gaussian_noise:5,subpopulation,permute_labels (docs/shifts.md).')
+  return shifts.parse_list(given)
 
 
 def study(config, num_groups: int = 7) -> list[RunSpec]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from collections.abc import Mapping
 
 import jax
@@ -29,6 +30,7 @@ from tfx_jax.data import tasks
 from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments, results
 from tfx_jax.models import registry
+from tfx_jax.training import checkpoints, steps
 
 _STATE_KEYS = {'step', 'params', 'opt_state', 'rng'}  # A tfx_jax TrainState's tree.
 _SHOWN = 8  # Paths listed per kind of mismatch.
@@ -227,3 +229,41 @@ def record(workdir: str, hashes: Mapping[str, dict]) -> None:
   """Adds `hashes` to WORKDIR/pretrained.json."""
   files.atomic_write_json(os.path.join(workdir, results.PRETRAINED_FILE),
                           {**results.read_pretrained(workdir), **hashes})
+
+
+def import_base(grid, index: int, spec: experiments.RunSpec) -> results.Result | None:
+  """A pretrained base instead of training one, for runner.Grid `grid`: its
+  variables (the model's own init where the checkpoint has no value: a head
+  of another shape) into its run directory as the final checkpoint, and, when
+  the whole tree fits its task, its evaluation there as its result (steps 0)."""
+  c, task, path = grid.run_config(spec), grid.task(spec), grid.pretrained[spec.run_id]
+  label = f'[{index + 1}/{len(grid.specs)} {spec.run_id}]'
+  model = registry.create(c.model, len(task.classes), c.axis_name)
+  what = f'--config.{field(spec.target)}'
+  with grid.progress.phase('io'):
+    loaded = load(path, what)
+  fresh = jax.device_get(grid.init_variables(spec, model))
+  variables, whole = fit(fresh, loaded, grid.groups, f'{what} {path!r}', c.model)
+  variables = jax.device_put(variables, steps.replicated(grid.mesh))
+  tree = {'params': variables['params']}
+  if len(variables) > 1:
+    tree['model_state'] = {k: v for k, v in variables.items() if k != 'params'}
+  with grid.progress.phase('io'):
+    saver = checkpoints.RunCheckpoints(grid.workdir.checkpoint_dir(spec.run_id), keep=1)
+    saver.save(c.total_steps, tree, {}, {'pretrained': path}, force=True)
+    saver.close()
+  if not whole:
+    grid.log(f'{label} pretrained, from {path}: not trained here. Its head does not '
+             f'fit the {len(task.classes)} classes of task {spec.target}, so it is not '
+             f'evaluated.')
+    return None
+  start = time.time()
+  metrics = steps.evaluate(grid.eval_step(model, variables, task), variables,
+                           grid.eval_data((spec.split, spec.target)),
+                           grid.local_eval_batch, grid.mesh)
+  result = results.Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path,
+                                 precision=c.precision, frozen_norm=c.frozen_norm)
+  grid.log(f'{label} pretrained, from {path}: not trained here; eval top1 '
+           f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
+  grid.workdir.save_result(result)
+  return result

@@ -54,6 +54,9 @@ class Result:
   precision: str = 'float32'
   # A frozen group's BatchNorm in training (config.frozen_norm); before it: batch.
   frozen_norm: str = 'batch'
+  # Optional: the shift of the shift experiment's target ('gaussian_noise:5';
+  # docs/shift/); '' for its clean source base and other experiments.
+  shift: str = ''
   # WiSE-FT: (alpha, top-1 at the last step) of the run's network with its
   # copied groups interpolated toward the base's; in results.csv a column
   # wise_top1_<alpha> per alpha (docs/tune.md). Empty for other runs.
@@ -68,7 +71,7 @@ class Result:
     return cls(spec.run_id, spec.split, spec.treatment, spec.source, spec.target,
                spec.n, spec.seed, last['top1'], last['top5'],
                best10([h['top1'] for h in history]), steps, round(wall_s, 3),
-               spec.examples_per_class, pretrained, precision, frozen_norm,
+               spec.examples_per_class, pretrained, precision, frozen_norm, spec.shift,
                tuple((float(a), float(t)) for a, t in wise))
 
   @property
@@ -99,7 +102,7 @@ class Result:
 FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name != 'wise')
 WISE_PREFIX = 'wise_top1_'  # A column per WiSE alpha, e.g. wise_top1_0.5.
 # Written only when some run differs from this.
-OPTIONAL = {'examples_per_class': 0, 'pretrained': ''}
+OPTIONAL = {'examples_per_class': 0, 'pretrained': '', 'shift': ''}
 # Written in every file, read as this from files written before it.
 ADDED_LATER = {'precision': 'float32', 'frozen_norm': 'batch'}
 # Every file has these.
@@ -123,6 +126,8 @@ def split_family(split: str) -> str | None:
     return 'random'
   if split.startswith(experiments.FROM) and len(split) > len(experiments.FROM):
     return 'from'
+  if split.startswith(experiments.SHIFT) and len(split) > len(experiments.SHIFT):
+    return 'shift'
   return split if split in ('m_n', 'all') else None
 
 
@@ -175,18 +180,19 @@ def _problem(r: Result) -> str | None:
   if treatment not in experiments.TREATMENTS:
     return (f'unknown treatment {treatment!r}; known: '
             f'{", ".join(experiments.TREATMENTS)}')
-  if n < 0 or (n == 0) != (treatment == 'base'):
-    return f'n = {n}, but base runs have n = 0 and the others n >= 1 (1..L)'
+  if n < 0 or (n == 0) != (treatment in ('base', 'scratch')):
+    return (f'n = {n}, but base runs have n = 0 (scratch runs too) and the others '
+            f'n >= 1 (1..L; L + 1: surgical\'s head)')
   if treatment == 'base' and (source != target or not target):
     return f'a base run needs source == target, got {source!r}, {target!r}'
   if treatment in ('selffer', 'selffer_ft') and (source != target
                                                  or target not in ('A', 'B')):
     return f'a selffer needs source == target in A, B, got {source!r}, {target!r}'
-  if (treatment in ('transfer', 'transfer_ft', *experiments.TUNE_TREATMENTS)
-      and {source, target} != {'A', 'B'}):
+  if (treatment in ('transfer', 'transfer_ft', 'no_adapt', 'full_ft',
+                    *experiments.TUNE_TREATMENTS) and {source, target} != {'A', 'B'}):
     return f'a transfer needs source != target in A, B, got {source!r}, {target!r}'
-  if treatment == 'random_frozen' and not target:
-    return 'a random_frozen run needs a target'
+  if treatment in ('random_frozen', 'scratch') and not target:
+    return f'a {treatment} run needs a target'
   bad = [c for c in ('top1', 'top5', METRIC) if not 0 <= getattr(r, c) <= 1]
   bad += [f'{WISE_PREFIX}{a:g}' for a, t in r.wise if not 0 <= a <= 1 or not 0 <= t <= 1]
   if bad:
@@ -233,7 +239,8 @@ def read_csv(path: str) -> tuple[list[Result], list[str]]:
   unknown = sorted({r.split for r in latest.values() if r.family is None})
   if unknown:
     notes.append(f'Rows of unknown split(s) {", ".join(unknown)} were ignored '
-                 f'(known: random:<seed>, m_n, custom:<A>/<B>, from:<dataset>, all).')
+                 f'(known: random:<seed>, m_n, custom:<A>/<B>, from:<dataset>, all, '
+                 f'shift:<shift>).')
   runs = sorted((r for r in latest.values() if r.family is not None),
                 key=lambda r: r.sort_key)
   return runs, notes

@@ -24,7 +24,7 @@ from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, tasks
 from tfx_jax.data.sources import local_copy
 from tfx_jax.errors import UserError
-from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
+from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained, shift_runs
 from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
@@ -45,11 +45,11 @@ class Grid:
     self.is_main = jax.process_index() == 0
     self.mesh = steps.make_mesh()
     self.image_shape = tasks.model_input(config).image_shape
-    self.tasks = {(split, target): self._local(task)  # -> its dataset and classes
-                  for _, split, _ in experiments.parts(config)
-                  for target, task in tasks.resolve(split, config).items()}
     self.local_eval_batch = config.eval_batch_size // jax.process_count()
     self.specs = experiments.study(config, len(self.groups))
+    self.tasks = {(split, target): self._local(task)  # -> its dataset and classes
+                  for split in dict.fromkeys(s.split for s in self.specs)
+                  for target, task in tasks.resolve(split, config).items()}
     # Bases trained elsewhere (--config.base_a, base_b): run id -> checkpoint.
     self.pretrained = {s.run_id: path for s in self.specs if s.treatment == 'base'
                        and (path := pretrained.path_of(config, s.target, s.seed))}
@@ -243,52 +243,18 @@ class Grid:
     if self.is_main:
       print(message, flush=True)
 
-  def import_base(self, index: int, spec: experiments.RunSpec) -> Result | None:
-    """A pretrained base instead of training one: its variables (the model's
-    own init where the checkpoint has no value: a head of another shape) into
-    its run directory as the final checkpoint, and, when the whole tree fits
-    its task, its evaluation there as its result (steps 0)."""
-    c, task, path = self.run_config(spec), self.task(spec), self.pretrained[spec.run_id]
-    label = f'[{index + 1}/{len(self.specs)} {spec.run_id}]'
-    model = registry.create(c.model, len(task.classes), c.axis_name)
-    what = f'--config.{pretrained.field(spec.target)}'
-    with self.progress.phase('io'):
-      loaded = pretrained.load(path, what)
-    fresh = jax.device_get(self.init_variables(spec, model))
-    variables, whole = pretrained.fit(fresh, loaded, self.groups, f'{what} {path!r}', c.model)
-    variables = jax.device_put(variables, steps.replicated(self.mesh))
-    tree = {'params': variables['params']}
-    if len(variables) > 1:
-      tree['model_state'] = {k: v for k, v in variables.items() if k != 'params'}
-    with self.progress.phase('io'):
-      saver = checkpoints.RunCheckpoints(self.workdir.checkpoint_dir(spec.run_id), keep=1)
-      saver.save(c.total_steps, tree, {}, {'pretrained': path}, force=True)
-      saver.close()
-    if not whole:
-      self.log(f'{label} pretrained, from {path}: not trained here. Its head does not '
-               f'fit the {len(task.classes)} classes of task {spec.target}, so it is not '
-               f'evaluated.')
-      return None
-    start = time.time()
-    metrics = steps.evaluate(self.eval_step(model, variables, task), variables,
-                             self.eval_data((spec.split, spec.target)),
-                             self.local_eval_batch, self.mesh)
-    result = Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path,
-                           precision=c.precision, frozen_norm=c.frozen_norm)
-    self.log(f'{label} pretrained, from {path}: not trained here; eval top1 '
-             f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
-    self.workdir.save_result(result)
-    return result
-
   def run_one(self, index: int, spec: experiments.RunSpec) -> Result | None:
     """Train and evaluate one run, resuming from its newest checkpoint."""
     if spec.run_id in self.pretrained:
-      return self.import_base(index, spec)
+      return pretrained.import_base(self, index, spec)
+    if spec.treatment == 'no_adapt':
+      return shift_runs.no_adapt(self, index, spec)
     c, task = self.run_config(spec), self.task(spec)
     model = registry.create(c.model, len(task.classes), c.axis_name, c.frozen_norm)
     plan = spec.plan(len(self.groups), c.tune, c.total_steps)
-    copied = plan.copied(self.groups)
     variables = self.init_variables(spec, model)
+    head = plan_lib.outside(variables['params'], self.groups)
+    copied = plan.copied(self.groups, head)
     if copied:  # Every collection: BatchNorm statistics too.
       variables = surgery.transplant_variables(
           variables, self.base_variables(spec.base), copied)
@@ -307,7 +273,7 @@ class Grid:
         data, self.preprocess(task), self.mesh, batch_size=c.batch_size // jax.process_count(),
         budget_mb=c.feature_cache_mb, eval_examples=eval_data.num_examples,
         augment=task.data.augment if c.augment is None else c.augment, log=self.log)
-    step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups), task,
+    step_fn = self.train_step(model, optimizer, state, plan.frozen(self.groups, head), task,
                               c.batch_size, cut)
     if plan.probe_steps:
       probe_fn = self.train_step(model, optimizer, state, plan.probe_frozen(self.groups),
@@ -328,7 +294,8 @@ class Grid:
     if spec.wise and copied:  # WiSE-FT: the trained copied groups toward the base's values.
       with self.progress.phase('eval'):
         wise = plan_lib.wise_curve(state.variables, self.base_variables(spec.base),
-                                   plan.moved(self.groups), experiments.wise_alphas(c), evaluate)
+                                   plan.moved(self.groups, head), experiments.wise_alphas(c),
+                                   evaluate)
       self.log('  WiSE top1 by alpha: ' + ', '.join(f'{a:g}: {t:.4f}' for a, t in wise))
     result = Result.of_run(spec, history, c.total_steps, self.progress.run_wall_s,
                            precision=c.precision, wise=wise, frozen_norm=c.frozen_norm)

@@ -46,28 +46,33 @@ class Plan:
   probe_steps: int = 0
   l2sp: tuple[float, float] | None = None
 
-  def copied(self, names: Sequence[str]) -> tuple[str, ...]:
-    """The paths whose values come from a base."""
-    return _paths(names, [g.values != FRESH for g in self.groups])
+  def copied(self, names: Sequence[str], head: Sequence[str] = ()) -> tuple[str, ...]:
+    """The paths whose values come from a base; `head` (`outside`'s paths)
+    among them when the head's do (the shift experiment's)."""
+    return self._paths(names, head, lambda g: g.values != FRESH)
 
-  def frozen(self, names: Sequence[str]) -> tuple[str, ...]:
+  def frozen(self, names: Sequence[str], head: Sequence[str] = ()) -> tuple[str, ...]:
     """The paths that never train (after the probe steps, for LP-FT)."""
-    return _paths(names, [not g.trains for g in self.groups])
+    return self._paths(names, head, lambda g: not g.trains)
 
   def probe_frozen(self, names: Sequence[str]) -> tuple[str, ...]:
     """The paths frozen during the probe steps: every group."""
     return _paths(names, [True] * len(self.groups))
 
-  def moved(self, names: Sequence[str]) -> tuple[str, ...]:
+  def moved(self, names: Sequence[str], head: Sequence[str] = ()) -> tuple[str, ...]:
     """The copied paths that train (WiSE interpolates these: a frozen one
     keeps its base's values, which interpolating would only round)."""
-    return _paths(names, [g.values != FRESH and g.trains for g in self.groups])
+    return self._paths(names, head, lambda g: g.values != FRESH and g.trains)
 
   def prefix(self, names: Sequence[str]) -> tuple[str, ...]:
     """The paths of the groups below the first that trains, all frozen (the
     feature cache's); every group's when none trains (a linear probe)."""
     first = next((i for i, g in enumerate(self.groups) if g.trains), len(self.groups))
     return _paths(names[:first], [True] * first)
+
+  def _paths(self, names: Sequence[str], head: Sequence[str], chosen) -> tuple[str, ...]:
+    paths = _paths(names, [chosen(g) for g in self.groups])
+    return paths + (tuple(head) if chosen(self.head) else ())
 
   def solver_key(self) -> tuple:
     """What the optimizer depends on (not which base the values came from)."""
@@ -89,6 +94,13 @@ def _group_of(path: str, names: Sequence[str]) -> int | None:
   return None
 
 
+def outside(params: Mapping, names: Sequence[str]) -> tuple[str, ...]:
+  """The leaf paths of `params` in no group: the head's (and any layer the
+  groups leave out, e.g. a final norm), which the head's GroupPlan governs."""
+  flat = traverse_util.flatten_dict(surgery.merge(params), sep='/')
+  return tuple(p for p in flat if _group_of(p, names) is None)
+
+
 def _per_leaf(params: Mapping, names: Sequence[str], plan: Plan, fn) -> dict:
   flat = traverse_util.flatten_dict(surgery.merge(params), sep='/')
   out = {}
@@ -104,7 +116,7 @@ def tune_labels(params: Mapping, names: Sequence[str], plan: Plan, *,
   surgery.freeze_labels' ('frozen' under the paths that do not train, or
   `frozen` when given: LP-FT's probe steps), with the weights that L2-SP pulls
   toward their transferred values labelled ANCHORED."""
-  frozen = plan.frozen(names) if frozen is None else tuple(frozen)
+  frozen = plan.frozen(names, outside(params, names)) if frozen is None else tuple(frozen)
   labels = surgery.freeze_labels(params, frozen)
   if plan.l2sp is None:
     return labels

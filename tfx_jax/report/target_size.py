@@ -29,8 +29,10 @@ SERIES = (('base', 'base'), ('transfer', 'AnB'), ('transfer_ft', 'AnB+'))
 
 def sizes(runs: Sequence[Result]) -> list[int]:
   """The target sizes of the runs on target B, smallest first, all images (0)
-  last (the source's runs see all its images, whatever the grid's sizes)."""
-  on_b = [r for r in runs if r.target == 'B'] or runs
+  last (the source's runs see all its images, whatever the grid's sizes).
+  The shift experiment's runs have their own report (shift.py)."""
+  paper = [r for r in runs if r.family != 'shift']
+  on_b = [r for r in paper if r.target == 'B'] or paper
   return sorted({r.examples_per_class for r in on_b}, key=lambda k: (k == 0, k))
 
 
@@ -39,7 +41,8 @@ def label(size: int) -> str:
 
 
 def main_size(runs: Sequence[Result]) -> int:
-  return sizes(runs)[-1] if runs else 0
+  found = sizes(runs)
+  return found[-1] if found else 0
 
 
 def at_size(runs: Sequence[Result], size: int) -> list[Result]:

@@ -18,7 +18,7 @@ from etils import epath
 
 from tfx_jax import errors, files
 from tfx_jax.grid import results
-from tfx_jax.report import comparisons, figures, over_time, tables, target_size, tune
+from tfx_jax.report import comparisons, figures, over_time, shift, tables, target_size, tune
 from tfx_jax.report import findings as fnd
 from tfx_jax.report.comparisons import FAMILY_NAMES
 
@@ -116,6 +116,11 @@ def write_report(workdir: str) -> dict:
   tuned = tune.families(runs)
   if tuned:
     texts['tune.md'] = tune.markdown(runs, dataset, groups)
+  shifted = bool(shift.sizes(every_size))
+  if shifted:  # The shift experiment's verdicts lead findings.md.
+    texts['shift.md'] = shift.markdown(every_size, groups)
+    texts['findings.md'] = (shift.findings_section(every_size, len(groups)) + '\n'
+                            + texts['findings.md'])
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
            f'minus its base over training' if family else 'No transfer runs')
   figs = (
@@ -127,7 +132,9 @@ def write_report(workdir: str) -> dict:
       *((f'tune_{family}', tune.figure(runs, family, dataset, groups), ('png',))
         for family in tuned),
       *((f'wise_{family}', tune.wise_figure(runs, family, dataset), ('png',))
-        for family in tuned))
+        for family in tuned),
+      *((('shift', shift.figure(every_size, dataset, len(groups)), ('png',)),)
+        if shifted else ()))
   for name, fig, formats in figs:
     for fmt in formats:
       texts[f'{name}.{fmt}'] = figures.to_bytes(fig, fmt)

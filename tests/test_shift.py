@@ -1,0 +1,147 @@
+"""The shift experiment (issue 39, docs/shift/): its grid and plans as data, and
+configs/shift.py:runlocal through the CLI with the defaults a user gets (the
+report's heatmap and verdicts, no_adapt, surgical's frozen groups and head)."""
+
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from conftest import cli, results, shared_grid
+from tfx_jax import config as config_lib
+from tfx_jax.errors import UserError
+from tfx_jax.grid import experiments
+from tfx_jax.models import plan as plan_lib
+from tfx_jax.models import registry
+from tfx_jax.training import checkpoints
+
+SHIFT = 'configs/shift.py:runlocal'
+
+
+def shift_config(**fields):
+  c = config_lib.base_config()
+  config_lib.apply_dataset(c, 'fashion_mnist')
+  c.update({'experiment': 'shift', 'shifts': 'gaussian_noise:5,subpopulation,permute_labels',
+            'target_examples_per_class': (10, 100), 'seeds': (0, 1), **fields})
+  return c
+
+
+def test_the_grid_has_one_source_base_per_seed_and_subpopulation_its_own():
+  specs = experiments.study(shift_config(), 7)
+  ids = [s.run_id for s in specs]
+  assert len(ids) == len(set(ids)) and all(re.fullmatch(r'[\w,.+-]+', i) for i in ids)
+  bases = [s.run_id for s in specs if s.treatment == 'base']
+  assert sorted(bases) == ['clean-baseA-s0', 'clean-baseA-s1', 'subpopulation-baseA-s0',
+                           'subpopulation-baseA-s1']
+  assert ids.index('gaussian_noise5-surgical3-k10-s0') > max(map(ids.index, bases))
+  run = {s.run_id: s for s in specs}
+  assert run['gaussian_noise5-surgical3-k10-s0'].base.run_id == 'clean-baseA-s0'
+  assert run['permute_labels-full_ft-k100-s1'].base.run_id == 'clean-baseA-s1'
+  assert run['subpopulation-lp_ft-k10-s0'].base.run_id == 'subpopulation-baseA-s0'
+  assert run['subpopulation-scratch-k10-s0'].base is None
+  # Per shift, seed and size: scratch, full_ft, surgical 1..8, lp_ft, l2sp;
+  # no_adapt once per shift and seed (it trains nothing).
+  per = [s for s in specs if s.shift == 'permute_labels' and s.seed == 0]
+  assert len(per) == 1 + 2 * 12 and sum(s.treatment == 'no_adapt' for s in per) == 1
+  assert sorted(s.n for s in per if s.treatment == 'surgical' and s.examples_per_class == 10) \
+      == list(range(1, 9))
+  only = experiments.study(shift_config(only=('surgical',), layers=(1, 8)), 7)
+  assert {s.treatment for s in only} == {'base', 'surgical'} and {s.n for s in only} == {0, 1, 8}
+
+
+def test_surgical_trains_one_group_or_the_head_and_copies_everything():
+  names, head = ('conv1', 'conv2', 'fc6'), ('fc8/bias', 'fc8/kernel')
+  spec = experiments.RunSpec('shift:fog:5', 'surgical', 'A', 'B', 2, 0, 10)
+  tune = config_lib.base_config().tune
+  plan = spec.plan(3, tune, 100)
+  assert plan.copied(names, head) == (*names, *head)
+  assert plan.frozen(names, head) == ('conv1', 'fc6', *head)
+  assert experiments.RunSpec('shift:fog:5', 'surgical', 'A', 'B', 4, 0).plan(3, tune, 100) \
+      .frozen(names, head) == names
+  full = experiments.RunSpec('shift:fog:5', 'full_ft', 'A', 'B', 3, 0).plan(3, tune, 100)
+  assert full.frozen(names, head) == () and full.copied(names, head) == (*names, *head)
+  scratch = experiments.RunSpec('shift:fog:5', 'scratch', '', 'B', 0, 0).plan(3, tune, 100)
+  assert scratch.copied(names, head) == () and scratch.frozen(names, head) == ()
+  l2sp = experiments.RunSpec('shift:fog:5', 'l2sp', 'A', 'B', 3, 0).plan(3, tune, 100)
+  params = {n: {'kernel': np.ones(2)} for n in names} | {'fc8': {'kernel': np.ones(2),
+                                                                 'bias': np.ones(2)}}
+  labels = plan_lib.tune_labels(params, names, l2sp)
+  assert labels['fc8']['kernel'] == plan_lib.ANCHORED == labels['conv1']['kernel']
+
+
+@pytest.mark.parametrize('shifts, message', [
+    ('gausian_noise:5', "Unknown shift 'gausian_noise'. Did you mean 'gaussian_noise'?"),
+    ('', 'config.experiment=shift needs the shifts'),
+    ('fog:9', "Severity '9' of fog is not one of 1-5"),
+])
+def test_bad_shifts_are_refused_in_python(shifts, message):
+  with pytest.raises(UserError, match=re.escape(message)):
+    experiments.study(shift_config(shifts=shifts), 7)
+
+
+def test_a_misspelt_shift_is_one_line_naming_the_closest_and_nothing_is_written(tmp_path):
+  done = cli(f'--config={SHIFT}', '--config.shifts=gaussian_noise:5,permute_lables',
+             f'--workdir={tmp_path}/w')
+  assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+  assert "Unknown shift 'permute_lables'. Did you mean 'permute_labels'?" in done.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.fixture(scope='module')
+def shift_grid(tmp_path_factory, worker_id):
+  return shared_grid(tmp_path_factory, worker_id, 'shift_grid', f'--config={SHIFT}')
+
+
+def test_the_runlocal_study_reports_the_heatmap_and_the_verdicts(shift_grid):
+  workdir, stdout = shift_grid
+  rows = results(workdir)
+  assert len(rows) == 1 + 2 * (1 + 12), sorted(rows)
+  assert {r['shift'] for r in rows.values()} == {'', 'gaussian_noise:5', 'permute_labels'}
+  assert rows['clean-baseA-s0']['shift'] == '' and int(rows['clean-baseA-s0']['steps']) == 320
+  assert {int(r['steps']) for i, r in rows.items() if '-k10-' in i} == {24}
+  report = os.path.join(workdir, 'report')
+  with open(os.path.join(report, 'findings.md')) as f:
+    findings = f.read()
+  assert findings.startswith('## The shift experiment: which group to tune')
+  verdicts = re.findall(r'^\| (\S+) \| (.+?) \| (holds|does not hold|cannot tell) \|',
+                        findings.split('# Findings')[0], re.M)
+  assert {(s, c.split(':')[0]) for s, c, _ in verdicts} == {
+      (s, c) for s in ('gaussian_noise:5', 'permute_labels')
+      for c in ('input-level' if s[0] == 'g' else 'output-level',
+                'the best single group matches or beats full_ft')}
+  with open(os.path.join(report, 'shift.md')) as f:
+    table = f.read()
+  assert re.search(r'^\| permute_labels \|( [^|]* \|){13}$', table, re.M), table
+  with open(os.path.join(report, 'shift.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert 'Nothing' in stdout and 'no transfer experiment' in stdout  # The analysis says why not.
+
+
+def test_no_adapt_on_permuted_labels_scores_below_the_clean_source(shift_grid):
+  rows = results(shift_grid[0])
+  source = float(rows['clean-baseA-s0']['top1'])
+  assert source > 0.5, source  # It learnt: the comparison means something.
+  assert float(rows['permute_labels-no_adapt-s0']['top1']) < source / 2
+  assert int(rows['permute_labels-no_adapt-s0']['steps']) == 0
+
+
+def _params(workdir, run_id, step):
+  """A run's final params, flat by path ('conv1/kernel')."""
+  like = registry.init_variables(registry.create('narrow', 10), jax.random.PRNGKey(0),
+                                 (28, 28, 1))
+  params = checkpoints.load_variables(os.path.join(workdir, 'runs', run_id, 'checkpoints'),
+                                      step, like)['params']
+  return jax.device_get(traverse_util.flatten_dict(params, sep='/'))
+
+
+def test_surgical_leaves_every_other_group_and_the_head_bitwise_the_source(shift_grid):
+  workdir = shift_grid[0]
+  base = _params(workdir, 'clean-baseA-s0', 320)
+  for n, group in ((3, 'conv3'), (8, 'fc8')):
+    tuned = _params(workdir, f'gaussian_noise5-surgical{n}-k10-s0', 24)
+    assert tuned.keys() == base.keys()
+    moved = {p for p in base if not np.array_equal(base[p], tuned[p])}
+    assert moved and all(p.startswith(f'{group}/') for p in moved), moved
