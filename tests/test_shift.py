@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+import tfx_jax
 from conftest import cli, results, shared_grid
 from tfx_jax import config as config_lib
 from tfx_jax.errors import UserError
@@ -118,6 +119,9 @@ def test_the_runlocal_study_reports_the_heatmap_and_the_verdicts(shift_grid):
   with open(os.path.join(report, 'shift.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert 'Nothing' in stdout and 'no transfer experiment' in stdout  # The analysis says why not.
+  loaded = tfx_jax.load(workdir)  # From a notebook: the shift column is text.
+  assert set(loaded.frame['shift']) == {'', 'gaussian_noise:5', 'permute_labels'}
+  assert 'shift' in loaded.figures() and loaded.figure('shift').get_figwidth() > 5
 
 
 def test_no_adapt_on_permuted_labels_scores_below_the_clean_source(shift_grid):

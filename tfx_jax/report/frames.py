@@ -8,6 +8,7 @@ or a notebook. No JAX.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -17,9 +18,8 @@ from tfx_jax.errors import UserError
 from tfx_jax.grid import results as results_lib
 
 REPORT_DIR = 'report'
-_STRINGS = ('run_id', 'split', 'treatment', 'source', 'target', 'pretrained', 'precision',
-            'frozen_norm')
-_INTS = ('n', 'seed', 'steps', 'examples_per_class')
+_STRINGS = tuple(f.name for f in dataclasses.fields(results_lib.Result) if f.type == 'str')
+_INTS = tuple(f.name for f in dataclasses.fields(results_lib.Result) if f.type == 'int')
 
 
 class Results:
