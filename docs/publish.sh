@@ -17,7 +17,9 @@ for result in "$src"/runs/*/result.json; do
   [[ -f $result ]] || continue
   run=$(basename "$(dirname "$result")")
   mkdir -p "$dst/runs/$run"
-  cp "$src/runs/$run/metrics.jsonl" "$src/runs/$run/result.json" "$dst/runs/$run/"
+  cp "$src/runs/$run/result.json" "$dst/runs/$run/"
+  # Runs that train nothing (a pretrained base, no_adapt) have no metrics.jsonl.
+  [[ -f $src/runs/$run/metrics.jsonl ]] && cp "$src/runs/$run/metrics.jsonl" "$dst/runs/$run/"
   n=$((n + 1))
 done
 cp "$src/config.json" "$src/groups.json" "$dst/"
