@@ -258,18 +258,14 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_pa
                                                   for k in (*NUMBERS, *wise)], run_id
 
 
-def test_a_flax_examples_resnet_runs_the_treatments_with_its_groups(tmp_path):
+def test_a_flax_examples_resnet_runs_the_treatments_with_its_groups(resnet_grid):
   """BatchNorm statistics too: surgical n = 2 keeps every other group's
-  params and batch_stats bitwise the base's."""
-  workdir = str(tmp_path / 'resnet')
+  params and batch_stats bitwise the base's. (The session's ResNet grid,
+  which test_own_model reads too: the transfers ran in it beside these.)"""
+  workdir = resnet_grid
   model = 'flax_resnet:ResNet18Narrow'
-  result = cli(f'--config={RUNLOCAL}', f'--config.model={model}',
-               f'--config.layer_groups={",".join(flax_resnet.GROUPS)}', '--config.layers=(2,)',
-               ONLY, '--config.report=false', f'--workdir={workdir}',
-               env={**os.environ, 'PYTHONPATH': os.path.dirname(__file__)})
-  assert result.returncode == 0, result.stderr[-3000:]
   rows = results(workdir)
-  assert {r['treatment'] for r in rows.values()} == {'base', *TUNE}
+  assert {r['treatment'] for r in rows.values()} == {'base', 'transfer', 'transfer_ft', *TUNE}
   last = len(flax_resnet.GROUPS)
   assert f'm_n-A{last}B_linear_probe-s0' in rows
   base = _variables(workdir, 'm_n-baseA-s0', 24, 6, model)
