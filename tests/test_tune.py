@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results, shared_grid
+from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, copy_runs, results, shared_grid
 from tfx_jax.data import input_pipeline
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments
@@ -233,6 +233,7 @@ def test_a_bad_tune_value_is_one_line_before_anything_is_written(tmp_path):
 
 def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_path):
   workdir = str(tmp_path / 'killed')
+  copy_runs(tune_grid, workdir, 'm_n-baseA-s0')  # The tuned runs train at once.
   flags = (f'--config={RUNLOCAL}', f'--workdir={workdir}', ONLY, '--config.layers=(3,)',
            '--config.report=false')
   proc = subprocess.Popen(cli_command(*flags), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -321,6 +322,7 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
   assert cached.count("feature cache: the frozen layers' output at fc6") == 2
   assert "output at conv2" in cached  # surgical n = 3: conv1, conv2 frozen
   workdir = str(tmp_path / 'uncached')
+  copy_runs(tune_grid, workdir, 'm_n-baseA-s0')
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(3,)',
                '--config.only=linear_probe,surgical', '--config.feature_cache_mb=0',
                '--config.report=false')
