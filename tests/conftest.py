@@ -4,6 +4,7 @@ helpers for tests that drive the real CLI, and a local GCS emulator."""
 import csv
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,23 +74,34 @@ def results(workdir):
     return {r['run_id']: r for r in csv.DictReader(f)}
 
 
+def copy_runs(grid_workdir, workdir, *run_ids):
+  """A workdir of `grid_workdir`'s config holding some of its finished runs."""
+  os.makedirs(os.path.join(workdir, 'runs'))
+  for name in ('config.json', 'groups.json'):
+    shutil.copy(os.path.join(grid_workdir, name), workdir)
+  for run_id in run_ids:
+    shutil.copytree(os.path.join(grid_workdir, 'runs', run_id),
+                    os.path.join(workdir, 'runs', run_id))
+
+
 def pytest_collection_modifyitems(items):
   """The SLURM cluster's grid first (tests/test_slurm.py, the longest fixture):
   started last, it would leave one worker alone at the end of the session."""
   items.sort(key=lambda item: item.module.__name__ != 'test_slurm')
 
 
-def shared_grid(tmp_path_factory, worker_id, name, *args):
+def shared_grid(tmp_path_factory, worker_id, name, *args, env=None):
   """(workdir, stdout) of the CLI on a config, trained once per test session with
-  the defaults a user gets (the analysis on): pytest-xdist's workers share one
-  copy, which the first to need it trains while the others wait on a lock."""
+  the defaults a user gets (the analysis on) unless `args` change them:
+  pytest-xdist's workers share one copy, which the first to need it trains
+  while the others wait on a lock."""
   root = tmp_path_factory.getbasetemp()
   root = root if worker_id == 'master' else root.parent
   workdir, done = root / name, root / f'{name}.stdout'
   with open(root / f'{name}.lock', 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not done.exists():
-      result = cli(*args, f'--workdir={workdir}', analyse=True)
+      result = cli(*args, f'--workdir={workdir}', analyse=True, env=env)
       assert result.returncode == 0, result.stderr[-3000:]
       done.write_text(result.stdout)
   return str(workdir), done.read_text()
@@ -101,6 +113,24 @@ def runlocal_grid(tmp_path_factory, worker_id):
   workdir, stdout = shared_grid(tmp_path_factory, worker_id, 'runlocal_grid',
                                 f'--config={RUNLOCAL}')
   return workdir, subprocess.CompletedProcess((), 0, stdout, '')
+
+
+RESNET_TREATMENTS = ('transfer', 'transfer_ft', 'surgical', 'linear_probe', 'lp_ft', 'l2sp',
+                     'llrd')
+
+
+@pytest.fixture(scope='session')
+def resnet_grid(tmp_path_factory, worker_id):
+  """flax examples' ResNet18 (tests/flax_resnet.py) by its own groups at n = 2:
+  base A, the transfers and the five tuning treatments onto B, no report.
+  test_own_model and test_tune both read it. Its workdir."""
+  import flax_resnet  # pylint: disable=import-outside-toplevel
+  return shared_grid(tmp_path_factory, worker_id, 'resnet_grid', f'--config={RUNLOCAL}',
+                     '--config.model=flax_resnet:ResNet18Narrow',
+                     f'--config.layer_groups={",".join(flax_resnet.GROUPS)}',
+                     '--config.layers=(2,)', f'--config.only={",".join(RESNET_TREATMENTS)}',
+                     '--config.targets=(B,)', '--config.report=false',
+                     env={**os.environ, 'PYTHONPATH': os.path.dirname(__file__)})[0]
 
 
 # A tiny ImageNet in the original tar layout: two natural classes (0, 1) and two

@@ -206,19 +206,15 @@ def _assert_frozen_groups_are_the_bases(workdir, factory_name, groups, n):
   assert rest and not any(np.array_equal(anb[p], base_a[p]) for p in rest)
 
 
-def test_a_resnet_written_as_flax_examples_runs_the_grid_with_its_axis_name(tmp_path):
+def test_a_resnet_written_as_flax_examples_runs_the_grid_with_its_axis_name(resnet_grid):
   """flax examples/imagenet's ResNet18 as a user copies it: BatchNorm with
-  axis_name='batch' and a functools.partial factory; no extra flag."""
-  workdir = str(tmp_path / 'flax_resnet')
-  result = cli(f'--config={RUNLOCAL}', '--config.model=flax_resnet:ResNet18Narrow',
-               f'--config.layer_groups={",".join(flax_resnet.GROUPS)}',
-               '--config.layers=(3,)', '--config.only=(transfer,transfer_ft)',
-               '--config.targets=(B,)', '--config.report=false', f'--workdir={workdir}',
-               env={**os.environ, 'PYTHONPATH': os.path.dirname(__file__)})
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert set(results(workdir)) == {'m_n-baseA-s0', 'm_n-A3B-s0', 'm_n-A3B+-s0'}
-  _assert_frozen_groups_are_the_bases(workdir, 'flax_resnet:ResNet18Narrow',
-                                      flax_resnet.GROUPS, 3)
+  axis_name='batch' and a functools.partial factory; no extra flag. (The
+  session's ResNet grid, which test_tune reads too.)"""
+  rows = results(resnet_grid)
+  assert {r for r in rows if rows[r]['treatment'] in ('base', 'transfer', 'transfer_ft')} == {
+      'm_n-baseA-s0', 'm_n-A2B-s0', 'm_n-A2B+-s0'}
+  _assert_frozen_groups_are_the_bases(resnet_grid, 'flax_resnet:ResNet18Narrow',
+                                      flax_resnet.GROUPS, 2)
 
 
 def test_an_nnx_module_runs_the_grid_by_the_same_group_paths(tmp_path):

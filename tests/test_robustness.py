@@ -5,14 +5,13 @@ import glob
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results
+from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, copy_runs, results
 
 SUBSET = '--config.layers=(2,5)'  # 10 of the runlocal grid's 30 runs.
 
@@ -136,7 +135,8 @@ def test_sigkill_at_three_random_moments(runlocal_grid, tmp_path):
 
 @pytest.mark.parametrize('damage', ['truncated', 'missing'])
 def test_corrupted_latest_checkpoint_falls_back(runlocal_grid, tmp_path, damage):
-  workdir = str(tmp_path)
+  workdir = str(tmp_path / 'w')
+  copy_runs(runlocal_grid[0], workdir, 'm_n-baseA-s0')  # The transplant trains at once.
   proc = start(workdir, '--config.layers=(2,)', '--config.only=(transfer,)')
   checkpoints = os.path.join(workdir, 'runs', 'm_n-A2B-s0', 'checkpoints')
   wait_for(os.path.join(checkpoints, '16'), proc)
@@ -158,20 +158,10 @@ def test_corrupted_latest_checkpoint_falls_back(runlocal_grid, tmp_path, damage)
   assert set(rows) == {'m_n-baseA-s0', 'm_n-A2B-s0'}
 
 
-def copy_runs(runlocal_grid, workdir, *run_ids):
-  """A workdir of the runlocal grid's config holding some of its finished runs."""
-  os.makedirs(os.path.join(workdir, 'runs'))
-  for name in ('config.json', 'groups.json'):
-    shutil.copy(os.path.join(runlocal_grid[0], name), workdir)
-  for run_id in run_ids:
-    shutil.copytree(os.path.join(runlocal_grid[0], 'runs', run_id),
-                    os.path.join(workdir, 'runs', run_id))
-
-
 def test_an_unreadable_final_checkpoint_of_a_finished_base_is_trained_again(runlocal_grid,
                                                                             tmp_path):
   workdir = str(tmp_path)
-  copy_runs(runlocal_grid, workdir, 'm_n-baseA-s0')
+  copy_runs(runlocal_grid[0], workdir, 'm_n-baseA-s0')
   final = os.path.join(workdir, 'runs', 'm_n-baseA-s0', 'checkpoints', '24')
   for path in glob.glob(os.path.join(final, 'state', '**', '*'), recursive=True):
     if os.path.isfile(path):
@@ -188,7 +178,7 @@ def test_an_unreadable_final_checkpoint_of_a_finished_base_is_trained_again(runl
 def test_an_unreadable_result_json_means_the_run_resumes(runlocal_grid, tmp_path):
   workdir = str(tmp_path)
   args = ('--config.layers=(1,)', '--config.only=(base,)')
-  copy_runs(runlocal_grid, workdir, 'm_n-baseB-s0')
+  copy_runs(runlocal_grid[0], workdir, 'm_n-baseB-s0')
   path = os.path.join(workdir, 'runs', 'm_n-baseB-s0', 'result.json')
   with open(path, 'r+') as f:
     f.truncate(10)

@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 
+import pytest
+
 from tfx_jax.data import input_pipeline
 from tfx_jax.grid import experiments, results, runner
 
@@ -21,7 +23,10 @@ def runlocal_config():
   return c
 
 
-def test_eval_data_is_decoded_once_per_half_for_the_whole_grid(tmp_path, monkeypatch):
+@pytest.fixture(scope='module')
+def counted_grid(tmp_path_factory):
+  """runlocal_config()'s grid run in process, once for this module, counting
+  the evaluation sets built and the images decoded: (workdir, built, decoded)."""
   built, decoded = [], []
   original = input_pipeline.EvalData
 
@@ -34,16 +39,22 @@ def test_eval_data_is_decoded_once_per_half_for_the_whole_grid(tmp_path, monkeyp
       return fill(plan, out, lo, hi)
     data._load.fill = counting_fill
     return data
-  monkeypatch.setattr(input_pipeline, 'EvalData', counting)
-  config = runlocal_config()
-  assert runner.run(config, str(tmp_path))
-  runs, _ = results.read_csv(os.path.join(tmp_path, 'results.csv'))
+  workdir = str(tmp_path_factory.mktemp('grid'))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(input_pipeline, 'EvalData', counting)
+    assert runner.run(runlocal_config(), workdir)
+  return workdir, built, decoded
+
+
+def test_eval_data_is_decoded_once_per_half_for_the_whole_grid(counted_grid):
+  workdir, built, decoded = counted_grid
+  runs, _ = results.read_csv(os.path.join(workdir, 'results.csv'))
   # baseB, baseA, A1B, B1A: 4 runs of 3 evaluations each, on two halves.
   assert sorted(r.run_id for r in runs) == ['m_n-A1B-s0', 'm_n-B1A-s0', 'm_n-baseA-s0',
                                             'm_n-baseB-s0']
   assert len(built) == 2 and len(set(built)) == 2
   # 12 evaluations of 256 images each, but each half's 256 decoded once.
-  assert sum(decoded) == 2 * config.eval_examples
+  assert sum(decoded) == 2 * runlocal_config().eval_examples
 
 
 def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():
@@ -61,12 +72,12 @@ def test_sweep_shards_split_frozen_and_fine_tuned_runs_evenly():
   assert sorted(shards) == [0] * 23 + [1] * 23
 
 
-def test_a_copy_without_checkpoints_trains_again_only_the_bases_it_needs(tmp_path, capsys):
+def test_a_copy_without_checkpoints_trains_again_only_the_bases_it_needs(counted_grid, tmp_path,
+                                                                       capsys):
   # A published workdir (docs/publish.sh) keeps results, not
   # checkpoints: resuming it must retrain a base an unfinished run copies from.
   config = runlocal_config()
-  reference, copy = str(tmp_path / 'ref'), str(tmp_path / 'copy')
-  assert runner.run(config, reference)
+  reference, copy = counted_grid[0], str(tmp_path / 'copy')
   shutil.copytree(reference, copy, ignore=shutil.ignore_patterns('checkpoints', 'tb'))
   shutil.rmtree(os.path.join(copy, 'runs', 'm_n-A1B-s0'))
   capsys.readouterr()

@@ -14,7 +14,7 @@ import tfx_jax
 from tfx_jax.data.sources import fashion_mnist
 from tfx_jax.training import preemption
 
-from conftest import RUNLOCAL, cli
+from conftest import RUNLOCAL, cli, copy_runs
 
 SMALL = {'layers': (1,), 'analysis': {'run': False}}  # 6 runs: bases, B1B(+), A1B(+).
 ARGS = ('--config.layers=(1,)', '--config.analysis.run=False')
@@ -33,10 +33,16 @@ def report(workdir):
 
 
 @pytest.fixture(scope='module')
-def cli_workdir(tmp_path_factory):
+def cli_workdir(runlocal_grid, tmp_path_factory):
+  """The CLI's workdir of SMALL: its six runs, trained uninterrupted in the
+  session's runlocal grid, with results.csv and the report the CLI writes
+  for them."""
   workdir = str(tmp_path_factory.mktemp('cli') / 'w')
+  copy_runs(runlocal_grid[0], workdir, 'm_n-baseA-s0', 'm_n-baseB-s0', 'm_n-A1B-s0',
+            'm_n-A1B+-s0', 'm_n-B1B-s0', 'm_n-B1B+-s0')
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', *ARGS)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert ', 6 finished;' in result.stdout and ' step ' not in result.stdout
   return workdir
 
 

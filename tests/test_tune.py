@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, results, shared_grid
+from conftest import NUMBERS, ROOT, RUNLOCAL, cli, cli_command, copy_runs, results, shared_grid
 from tfx_jax.data import input_pipeline
 from tfx_jax.errors import UserError
 from tfx_jax.grid import checks, experiments
@@ -233,6 +233,7 @@ def test_a_bad_tune_value_is_one_line_before_anything_is_written(tmp_path):
 
 def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_path):
   workdir = str(tmp_path / 'killed')
+  copy_runs(tune_grid, workdir, 'm_n-baseA-s0')  # The tuned runs train at once.
   flags = (f'--config={RUNLOCAL}', f'--workdir={workdir}', ONLY, '--config.layers=(3,)',
            '--config.report=false')
   proc = subprocess.Popen(cli_command(*flags), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -258,18 +259,14 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_same_results(tune_grid, tmp_pa
                                                   for k in (*NUMBERS, *wise)], run_id
 
 
-def test_a_flax_examples_resnet_runs_the_treatments_with_its_groups(tmp_path):
+def test_a_flax_examples_resnet_runs_the_treatments_with_its_groups(resnet_grid):
   """BatchNorm statistics too: surgical n = 2 keeps every other group's
-  params and batch_stats bitwise the base's."""
-  workdir = str(tmp_path / 'resnet')
+  params and batch_stats bitwise the base's. (The session's ResNet grid,
+  which test_own_model reads too: the transfers ran in it beside these.)"""
+  workdir = resnet_grid
   model = 'flax_resnet:ResNet18Narrow'
-  result = cli(f'--config={RUNLOCAL}', f'--config.model={model}',
-               f'--config.layer_groups={",".join(flax_resnet.GROUPS)}', '--config.layers=(2,)',
-               ONLY, '--config.report=false', f'--workdir={workdir}',
-               env={**os.environ, 'PYTHONPATH': os.path.dirname(__file__)})
-  assert result.returncode == 0, result.stderr[-3000:]
   rows = results(workdir)
-  assert {r['treatment'] for r in rows.values()} == {'base', *TUNE}
+  assert {r['treatment'] for r in rows.values()} == {'base', 'transfer', 'transfer_ft', *TUNE}
   last = len(flax_resnet.GROUPS)
   assert f'm_n-A{last}B_linear_probe-s0' in rows
   base = _variables(workdir, 'm_n-baseA-s0', 24, 6, model)
@@ -325,6 +322,7 @@ def test_the_feature_cache_computes_what_the_uncached_step_computes(tune_grid, t
   assert cached.count("feature cache: the frozen layers' output at fc6") == 2
   assert "output at conv2" in cached  # surgical n = 3: conv1, conv2 frozen
   workdir = str(tmp_path / 'uncached')
+  copy_runs(tune_grid, workdir, 'm_n-baseA-s0')
   result = cli(f'--config={RUNLOCAL}', f'--workdir={workdir}', '--config.layers=(3,)',
                '--config.only=linear_probe,surgical', '--config.feature_cache_mb=0',
                '--config.report=false')

@@ -15,7 +15,7 @@ import PIL.Image
 import pytest
 
 import image_folder
-from conftest import ROOT, RUNLOCAL, cli
+from conftest import ROOT, RUNLOCAL, cli, copy_runs
 from test_input_pipeline_tfds import TfxJaxTinyImages
 from test_report import paper_like, report_cli, rows, write_results
 from test_robustness import left_in_group
@@ -254,8 +254,10 @@ def immutable(tmp_path):
     subprocess.run(['chattr', '-i', path], check=False)
 
 
-def test_an_unwritable_results_csv_is_one_line_and_a_rerun_writes_it(tmp_path, immutable):
+def test_an_unwritable_results_csv_is_one_line_and_a_rerun_writes_it(runlocal_grid, tmp_path,
+                                                                      immutable):
   w = str(tmp_path / 'w')
+  copy_runs(runlocal_grid[0], w, 'm_n-baseB-s0')  # Base B finished: nothing to train.
   base = (f'--config={RUNLOCAL}', '--config.layers=(1,)', '--config.only=(base,)',
           '--config.report=false', f'--workdir={w}')
   assert cli(*base).returncode == 0
