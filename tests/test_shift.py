@@ -15,8 +15,10 @@ from conftest import cli, results, shared_grid
 from tfx_jax import config as config_lib
 from tfx_jax.errors import UserError
 from tfx_jax.grid import experiments
+from tfx_jax.grid import results as results_lib
 from tfx_jax.models import plan as plan_lib
 from tfx_jax.models import registry
+from tfx_jax.report import writer
 from tfx_jax.training import checkpoints
 
 SHIFT = 'configs/shift.py:runlocal'
@@ -149,3 +151,21 @@ def test_surgical_leaves_every_other_group_and_the_head_bitwise_the_source(shift
     assert tuned.keys() == base.keys()
     moved = {p for p in base if not np.array_equal(base[p], tuned[p])}
     assert moved and all(p.startswith(f'{group}/') for p in moved), moved
+
+
+def test_a_report_of_shift_runs_on_all_images_with_parts_missing_says_not_testable(tmp_path):
+  """Sizes 0 (all images) put the shift runs beside the paper's: they stay out of
+  its findings and tuning tables; a criterion part without its runs is not testable."""
+  def row(run, treatment, n, top1, split='shift:flip_labels', source='A', target='B'):
+    return results_lib.Result(run, split, treatment, source, target, n, 0, top1, 1.0, top1,
+                              24, 1.0, shift=split[len('shift:'):] if 'flip' in split else '')
+  rows = [row('clean-baseA-s0', 'base', 0, 0.8, 'shift:clean', 'A', 'A'),
+          row('flip_labels-no_adapt-s0', 'no_adapt', 7, 0.02),
+          row('flip_labels-surgical1-s0', 'surgical', 1, 0.1),
+          row('flip_labels-surgical8-s0', 'surgical', 8, 0.7)]
+  (tmp_path / 'results.csv').write_text(results_lib.to_csv(rows))
+  found = writer.write_report(str(tmp_path))
+  assert found['shift'] == {'0': 'not testable (runs missing)'}
+  shift_md = (tmp_path / 'report' / 'shift.md').read_text()
+  assert '| flip_labels | 2.0 |' in shift_md and '**70.0**' in shift_md
+  assert not (tmp_path / 'report' / 'tune.md').exists()

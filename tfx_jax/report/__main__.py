@@ -27,7 +27,10 @@ def main(argv: Sequence[str]) -> None:
   result = writer.write_report(_WORKDIR.value)
   words = {True: 'holds', False: 'does not hold', None: 'not testable'}
   verdicts = ', '.join(f'{f["id"]} {words[f["holds"]]}' for f in result['findings'])
-  print(f'Report in {os.path.join(_WORKDIR.value, writer.REPORT_DIR)}: findings {verdicts}.')
+  shifted = ''.join(f'; shift criterion at {k or "all"} images per class: {v}'
+                    for k, v in result.get('shift', {}).items())
+  print(f'Report in {os.path.join(_WORKDIR.value, writer.REPORT_DIR)}: findings {verdicts}'
+        f'{shifted}.')
   if _ANALYSE.value:
     print(f'Analysis: {_analysed(analysis.run, _WORKDIR.value, computed=computed)}')
 

@@ -21,6 +21,7 @@ from tfx_jax.report.findings import N_SE, TOLERANCE
 
 BESIDE = ('no_adapt', 'scratch', 'full_ft', 'lp_ft', 'l2sp')
 HOLDS, FAILS, UNSURE = 'holds', 'does not hold', 'cannot tell'
+MISSING = 'not testable (runs missing)'
 
 
 def runs_of(runs: Sequence[Result]) -> list[Result]:
@@ -81,14 +82,20 @@ def verdicts(table: dict[str, dict[str, dict[int, float]]], num_groups: int) -> 
   """The criterion's parts at one size, one per shift it speaks of: input-level
   (the best single group is 1 or 2 and beats group L beyond the spread),
   output-level (the best is group L or the head) and every shift's best single
-  group matching or beating full_ft. Each: {shift, claim, verdict, evidence}."""
+  group matching or beating full_ft. Each: {shift, claim, verdict, evidence};
+  a part whose runs are not in the table is MISSING."""
   out = []
   for shift, t in sorted(table.items()):
     if not _groups(t):
       continue
     name, best = shift.split(':')[0], best_group(t)
     where = f'best single group {_name(best, num_groups)} ({100 * _mean(t[f"g{best}"]):.1f})'
-    if name in CORRUPTIONS and f'g{num_groups}' in t:
+    needed = [f'g{n}' for n in range(1, num_groups + 2)]
+    if name in CORRUPTIONS and not all(g in t for g in needed):
+      out.append({'shift': shift, 'claim': 'input-level: group 1 or 2 is best, beyond the '
+                  'spread over the last group', 'verdict': MISSING,
+                  'evidence': 'surgical needs every group (--config.layers empty)'})
+    elif name in CORRUPTIONS:
       d = _diffs(t[f'g{best}'], t[f'g{num_groups}'])
       lead = beyond(d) if d else None
       verdict = FAILS if best > 2 else HOLDS if lead else UNSURE
@@ -97,10 +104,16 @@ def verdicts(table: dict[str, dict[str, dict[int, float]]], num_groups: int) -> 
                   'evidence': f'{where}; lead over group {num_groups}: '
                   f'{100 * np.mean(d):+.1f} points, beyond spread: '
                   f'{ {True: "yes", False: "no", None: "one seed"}[lead]}'})
+    elif name in LABEL_SHIFTS and not all(g in t for g in needed):
+      out.append({'shift': shift, 'claim': 'output-level: the head or the last group is best',
+                  'verdict': MISSING, 'evidence': 'surgical needs every group'})
     elif name in LABEL_SHIFTS:
       out.append({'shift': shift, 'claim': 'output-level: the head or the last group is best',
                   'verdict': HOLDS if best >= num_groups else FAILS, 'evidence': where})
-    if 'full_ft' in t:
+    if 'full_ft' not in t:
+      out.append({'shift': shift, 'claim': 'the best single group matches or beats full_ft',
+                  'verdict': MISSING, 'evidence': 'no full_ft runs'})
+    else:
       d = _diffs(t[f'g{best}'], t['full_ft'])
       out.append({'shift': shift, 'claim': 'the best single group matches or beats full_ft',
                   'verdict': HOLDS if d and matches(d) else FAILS,
@@ -110,8 +123,18 @@ def verdicts(table: dict[str, dict[str, dict[int, float]]], num_groups: int) -> 
 
 
 def overall(parts: Sequence[dict]) -> str:
+  """Does not hold if a part does not; else not testable if a part's runs are
+  missing (or there are no parts), cannot tell if a part cannot; else holds."""
   found = {p['verdict'] for p in parts}
-  return FAILS if FAILS in found else UNSURE if UNSURE in found or not parts else HOLDS
+  for verdict in (FAILS, MISSING, UNSURE):
+    if verdict in found:
+      return verdict
+  return HOLDS if parts else MISSING
+
+
+def overall_by_size(runs: Sequence[Result], num_groups: int) -> dict[int, str]:
+  """The criterion's verdict at each target size (findings.json's 'shift')."""
+  return {size: overall(verdicts(scores(runs, size), num_groups)) for size in sizes(runs)}
 
 
 def _name(n: int, num_groups: int) -> str:
@@ -181,6 +204,11 @@ def figure(runs: Sequence[Result], dataset: str | None, num_groups: int) -> Figu
       for n in _groups(t):
         grid[row, n - 1] = 100 * np.mean(_diffs(t[f'g{n}'], t['full_ft']))
     ax = fig.add_subplot(len(chosen), 1, i + 1)
+    if not shifts:
+      ax.text(0.5, 0.5, f'{size or "all"} images per class: no full_ft to compare with',
+              ha='center', va='center')
+      ax.set_axis_off()
+      continue
     limit = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0, 1.0)
     image = ax.imshow(grid, cmap='RdBu', vmin=-limit, vmax=limit, aspect='auto')
     for row, shift in enumerate(shifts):

@@ -70,7 +70,9 @@ def write_report(workdir: str) -> dict:
   files.check_path(workdir, '--workdir')
   every_size, notes = results.read_csv(os.path.join(workdir, 'results.csv'))
   size = target_size.main_size(every_size)
-  runs = target_size.at_size(every_size, size)
+  # The paper's findings, figures and the tuning report: every run but the
+  # shift experiment's, which has its own (shift.py) over every size.
+  runs = [r for r in target_size.at_size(every_size, size) if r.family != 'shift']
   if len(target_size.sizes(every_size)) > 1:
     notes.append(f'Several target-set sizes: these findings and figures are those of '
                  f'{target_size.label(size)} images per class; target_size.md has them all.')
@@ -99,6 +101,8 @@ def write_report(workdir: str) -> dict:
   result = {'findings': [{**f.as_dict(), 'first_holds_at_step': when.get(f.id, (None,))[0],
                           'holds_from_step': when.get(f.id, (None, None))[1]}
                          for f in found]}
+  if shift.sizes(every_size):  # The shift experiment's criterion, per target size.
+    result['shift'] = {str(k): v for k, v in shift.overall_by_size(every_size, len(groups)).items()}
   out = os.path.join(workdir, REPORT_DIR)
   if files.exists(out) and not epath.Path(out).is_dir():
     raise errors.UserError(f'{out} is a file, where the report goes; move it away, '
