@@ -12,7 +12,8 @@ alpha 0.5 alone. Arguments:
   sizes=10+100   target images per class
   steps=T        the target runs' length (docs/shift/: the doubling test)
   seeds=3        how many seeds (0..seeds-1)
-  runlocal       shrink every run to seconds, one seed, one size, two shifts (the tests)
+  runlocal       shrink every run to seconds: one seed, one size, a shift of each
+                 level (the tests)
 """
 
 from tfx_jax import config as config_lib
@@ -38,5 +39,5 @@ def get_config(arg=None):
     # A source that has learnt something (~70% top-1), so no_adapt means something.
     c.source_solver.update(batch_size=32, total_steps=320, lr_step=240, eval_every=80)
     c.seeds, c.target_examples_per_class = (0,), c.target_examples_per_class[:1]
-    c.shifts = args.shift or 'gaussian_noise:5,permute_labels'
+    c.shifts = args.shift or 'gaussian_noise:5,subpopulation,permute_labels'
   return c

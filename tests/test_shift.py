@@ -22,6 +22,7 @@ from tfx_jax.report import writer
 from tfx_jax.training import checkpoints
 
 SHIFT = 'configs/shift.py:runlocal'
+SHIFTS = ('gaussian_noise:5', 'subpopulation', 'permute_labels')  # runlocal's.
 
 
 def shift_config(**fields):
@@ -101,9 +102,11 @@ def shift_grid(tmp_path_factory, worker_id):
 def test_the_runlocal_study_reports_the_heatmap_and_the_verdicts(shift_grid):
   workdir, stdout = shift_grid
   rows = results(workdir)
-  assert len(rows) == 1 + 2 * (1 + 12), sorted(rows)
-  assert {r['shift'] for r in rows.values()} == {'', 'gaussian_noise:5', 'permute_labels'}
+  assert len(rows) == 2 + 3 * (1 + 12), sorted(rows)  # A shift of each level.
+  assert {r['shift'] for r in rows.values()} == {'', *SHIFTS}
   assert rows['clean-baseA-s0']['shift'] == '' and int(rows['clean-baseA-s0']['steps']) == 320
+  assert rows['subpopulation-baseA-s0']['shift'] == 'subpopulation'  # Its own source base.
+  assert int(rows['subpopulation-baseA-s0']['steps']) == 320
   assert {int(r['steps']) for i, r in rows.items() if '-k10-' in i} == {24}
   report = os.path.join(workdir, 'report')
   with open(os.path.join(report, 'findings.md')) as f:
@@ -112,9 +115,8 @@ def test_the_runlocal_study_reports_the_heatmap_and_the_verdicts(shift_grid):
   verdicts = re.findall(r'^\| (\S+) \| (.+?) \| (holds|does not hold|cannot tell) \|',
                         findings.split('# Findings')[0], re.M)
   assert {(s, c.split(':')[0]) for s, c, _ in verdicts} == {
-      (s, c) for s in ('gaussian_noise:5', 'permute_labels')
-      for c in ('input-level' if s[0] == 'g' else 'output-level',
-                'the best single group matches or beats full_ft')}
+      ('gaussian_noise:5', 'input-level'), ('permute_labels', 'output-level'),
+      *((s, 'the best single group matches or beats full_ft') for s in SHIFTS)}
   with open(os.path.join(report, 'shift.md')) as f:
     table = f.read()
   assert re.search(r'^\| permute_labels \|( [^|]* \|){13}$', table, re.M), table
@@ -122,7 +124,7 @@ def test_the_runlocal_study_reports_the_heatmap_and_the_verdicts(shift_grid):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert 'Nothing' in stdout and 'no transfer experiment' in stdout  # The analysis says why not.
   loaded = tfx_jax.load(workdir)  # From a notebook: the shift column is text.
-  assert set(loaded.frame['shift']) == {'', 'gaussian_noise:5', 'permute_labels'}
+  assert set(loaded.frame['shift']) == {'', *SHIFTS}
   assert 'shift' in loaded.figures() and loaded.figure('shift').get_figwidth() > 5
 
 
@@ -134,9 +136,9 @@ def test_no_adapt_on_permuted_labels_scores_below_the_clean_source(shift_grid):
   assert int(rows['permute_labels-no_adapt-s0']['steps']) == 0
 
 
-def _params(workdir, run_id, step):
+def _params(workdir, run_id, step, classes=10):
   """A run's final params, flat by path ('conv1/kernel')."""
-  like = registry.init_variables(registry.create('narrow', 10), jax.random.PRNGKey(0),
+  like = registry.init_variables(registry.create('narrow', classes), jax.random.PRNGKey(0),
                                  (28, 28, 1))
   params = checkpoints.load_variables(os.path.join(workdir, 'runs', run_id, 'checkpoints'),
                                       step, like)['params']
@@ -145,9 +147,12 @@ def _params(workdir, run_id, step):
 
 def test_surgical_leaves_every_other_group_and_the_head_bitwise_the_source(shift_grid):
   workdir = shift_grid[0]
-  base = _params(workdir, 'clean-baseA-s0', 320)
-  for n, group in ((3, 'conv3'), (8, 'fc8')):
-    tuned = _params(workdir, f'gaussian_noise5-surgical{n}-k10-s0', 24)
+  for shift, n, group, classes in (('gaussian_noise5', 3, 'conv3', 10),
+                                   ('gaussian_noise5', 8, 'fc8', 10),
+                                   ('subpopulation', 8, 'fc8', 3)):  # Its superclasses' head.
+    source = 'subpopulation' if shift == 'subpopulation' else 'clean'
+    base = _params(workdir, f'{source}-baseA-s0', 320, classes)
+    tuned = _params(workdir, f'{shift}-surgical{n}-k10-s0', 24, classes)
     assert tuned.keys() == base.keys()
     moved = {p for p in base if not np.array_equal(base[p], tuned[p])}
     assert moved and all(p.startswith(f'{group}/') for p in moved), moved

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import time
 from collections.abc import Mapping
 
 import jax
@@ -257,13 +256,5 @@ def import_base(grid, index: int, spec: experiments.RunSpec) -> results.Result |
              f'fit the {len(task.classes)} classes of task {spec.target}, so it is not '
              f'evaluated.')
     return None
-  start = time.time()
-  metrics = steps.evaluate(grid.eval_step(model, variables, task), variables,
-                           grid.eval_data((spec.split, spec.target)),
-                           grid.local_eval_batch, grid.mesh)
-  result = results.Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=path,
-                                 precision=c.precision, frozen_norm=c.frozen_norm)
-  grid.log(f'{label} pretrained, from {path}: not trained here; eval top1 '
-           f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
-  grid.workdir.save_result(result)
-  return result
+  return grid.save_evaluation(index, spec, model, variables,
+                              f'pretrained, from {path}: not trained here', pretrained=path)

@@ -24,7 +24,7 @@ from tfx_jax import errors, files, progress
 from tfx_jax.data import input_pipeline, tasks
 from tfx_jax.data.sources import local_copy
 from tfx_jax.errors import UserError
-from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained, shift_runs
+from tfx_jax.grid import checks, experiments, local_shards, lock, pretrained
 from tfx_jax.grid.results import Result
 from tfx_jax.grid.workdir import Workdir
 from tfx_jax.models import optim, registry, surgery
@@ -145,6 +145,22 @@ class Grid:
             self.config.eval_batch_size, True, cut)).compile()
     return self._evals[key]
 
+  def save_evaluation(self, index: int, spec: experiments.RunSpec, model, variables,
+                      what: str, pretrained: str = '') -> Result:
+    """The result of a run that trains nothing (a pretrained base, no_adapt):
+    `variables` evaluated on its task (steps 0), logged as `what`, saved."""
+    c, task = self.run_config(spec), self.task(spec)
+    start = time.time()
+    metrics = steps.evaluate(self.eval_step(model, variables, task), variables,
+                             self.eval_data((spec.split, spec.target)),
+                             self.local_eval_batch, self.mesh)
+    result = Result.of_run(spec, [metrics], 0, time.time() - start, pretrained=pretrained,
+                           precision=c.precision, frozen_norm=c.frozen_norm)
+    self.log(f'[{index + 1}/{len(self.specs)} {spec.run_id}] {what}; eval top1 '
+             f'{metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on {metrics["count"]}.')
+    self.workdir.save_result(result)
+    return result
+
   def eval_data(self, half: tuple[str, str]) -> eval_cache.EvalCache:
     """A task's eval batches: decoded at the grid's first evaluation on it, in
     memory for every later one (eval_cache.py)."""
@@ -247,10 +263,11 @@ class Grid:
     """Train and evaluate one run, resuming from its newest checkpoint."""
     if spec.run_id in self.pretrained:
       return pretrained.import_base(self, index, spec)
-    if spec.treatment == 'no_adapt':
-      return shift_runs.no_adapt(self, index, spec)
     c, task = self.run_config(spec), self.task(spec)
     model = registry.create(c.model, len(task.classes), c.axis_name, c.frozen_norm)
+    if spec.treatment == 'no_adapt':  # The shift experiment's source base, head and all.
+      return self.save_evaluation(index, spec, model, self.base_variables(spec.base),
+                                  'the source base, not adapted')
     plan = spec.plan(len(self.groups), c.tune, c.total_steps)
     variables = self.init_variables(spec, model)
     head = plan_lib.outside(variables['params'], self.groups)

@@ -7,14 +7,11 @@ and the head from the source base, whose label space the target shares.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from tfx_jax.errors import UserError
-from tfx_jax.grid import experiments, results
-from tfx_jax.models import registry
+from tfx_jax.grid import experiments
 from tfx_jax.models.plan import TRANSFERRED, ZERO, GroupPlan, Plan
-from tfx_jax.training import steps
 
 
 def plan(spec: experiments.RunSpec, num_groups: int, tune, total_steps: int):
@@ -64,21 +61,3 @@ def grid(split: str, seeds: Sequence[int], layers: Sequence[int], only: Sequence
     bases |= {run(experiments.shift_source(split), 'base', 'A', 'A', 0, s) for s in seeds}
   return sorted(bases, key=lambda r: (r.seed, r.split)) + runs
 
-
-def no_adapt(grid, index: int, spec: experiments.RunSpec) -> results.Result:
-  """For runner.Grid `grid`: the source base as it is, every group and the
-  head, evaluated on the shifted test set (no training: steps 0)."""
-  c, task = grid.run_config(spec), grid.task(spec)
-  model = registry.create(c.model, len(task.classes), c.axis_name, c.frozen_norm)
-  variables = grid.base_variables(spec.base)
-  start = time.time()
-  metrics = steps.evaluate(grid.eval_step(model, variables, task), variables,
-                           grid.eval_data((spec.split, spec.target)),
-                           grid.local_eval_batch, grid.mesh)
-  result = results.Result.of_run(spec, [metrics], 0, time.time() - start,
-                                 precision=c.precision, frozen_norm=c.frozen_norm)
-  grid.log(f'[{index + 1}/{len(grid.specs)} {spec.run_id}] the source base, not adapted: '
-           f'eval top1 {metrics["top1"]:.4f} top5 {metrics["top5"]:.4f} on '
-           f'{metrics["count"]}.')
-  grid.workdir.save_result(result)
-  return result

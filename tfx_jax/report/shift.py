@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from scipy import stats
 
 from tfx_jax.data.shifts import CORRUPTIONS, LABEL_SHIFTS
@@ -213,7 +214,8 @@ def figure(runs: Sequence[Result], dataset: str | None, num_groups: int) -> Figu
     image = ax.imshow(grid, cmap='RdBu', vmin=-limit, vmax=limit, aspect='auto')
     for row, shift in enumerate(shifts):
       best = best_group(table[shift]) - 1
-      ax.add_patch(_box(best, row))
+      ax.add_patch(Rectangle((best - 0.5, row - 0.5), 1, 1, fill=False, edgecolor='black',
+                             lw=2))
       for col in range(num_groups + 1):
         if np.isfinite(grid[row, col]):
           dark = abs(grid[row, col]) > 0.6 * limit
@@ -230,7 +232,3 @@ def figure(runs: Sequence[Result], dataset: str | None, num_groups: int) -> Figu
   fig.tight_layout()
   return fig
 
-
-def _box(col: int, row: int):
-  from matplotlib.patches import Rectangle  # pylint: disable=import-outside-toplevel
-  return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor='black', lw=2)

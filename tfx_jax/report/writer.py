@@ -101,7 +101,8 @@ def write_report(workdir: str) -> dict:
   result = {'findings': [{**f.as_dict(), 'first_holds_at_step': when.get(f.id, (None,))[0],
                           'holds_from_step': when.get(f.id, (None, None))[1]}
                          for f in found]}
-  if shift.sizes(every_size):  # The shift experiment's criterion, per target size.
+  shifted = bool(shift.sizes(every_size))
+  if shifted:  # The shift experiment's criterion, per target size.
     result['shift'] = {str(k): v for k, v in shift.overall_by_size(every_size, len(groups)).items()}
   out = os.path.join(workdir, REPORT_DIR)
   if files.exists(out) and not epath.Path(out).is_dir():
@@ -120,7 +121,6 @@ def write_report(workdir: str) -> dict:
   tuned = tune.families(runs)
   if tuned:
     texts['tune.md'] = tune.markdown(runs, dataset, groups)
-  shifted = bool(shift.sizes(every_size))
   if shifted:  # The shift experiment's verdicts lead findings.md.
     texts['shift.md'] = shift.markdown(every_size, groups)
     texts['findings.md'] = (shift.findings_section(every_size, len(groups)) + '\n'
