@@ -143,6 +143,13 @@ def test_the_accelerator_fields_are_checked(change, message):
     checks.validate(c, num_devices=1, num_processes=1)
 
 
+def test_the_configs_choices_are_what_the_modules_implement():
+  from tfx_jax.models import norm, optim  # pylint: disable=g-import-not-at-top
+  from tfx_jax.training import precision  # pylint: disable=g-import-not-at-top
+  assert config_lib.CHOICES == {'precision': precision.NAMES, 'frozen_norm': norm.MODES,
+                                'schedule': optim.SCHEDULES}
+
+
 def test_dataset_tables_agree():
   from tfx_jax.data import datasets, splits  # pylint: disable=g-import-not-at-top
   assert set(config_lib.DATASET_PRESETS) == set(datasets.DATASETS)

@@ -33,7 +33,9 @@ def test_the_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
   pivot = next(outputs(c, 'text') for c in code if 'pivot_table' in c.source)
   assert 'transfer_ft' in pivot and 'selffer' in pivot
   figures = [c for c in code if '.figure(' in c.source]
-  assert len(figures) == 2 and all(outputs(c, 'image/png') for c in figures)
+  assert len(figures) == 3 and all(outputs(c, 'image/png') for c in figures)
+  tune = next(outputs(c, 'text') for c in code if "figure('tune_random')" in c.source)
+  assert all(t in tune for t in ('surgical', 'linear_probe', 'lp_ft', 'l2sp', 'llrd'))
   readme = next(outputs(c, 'text') for c in code if 'paper.findings' in c.source)
   assert '-12.69' in readme and '5.74' in readme  # The README's headline differences.
   assert "'frozen'" in outputs(code[-1], 'text')

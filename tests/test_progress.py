@@ -36,6 +36,8 @@ def test_phases_run_wall_time_and_etas():
   assert p.eta(40) == '0m40s' and p.grid_eta() == '1m30s'
   assert p.state() == {'wall_s': pytest.approx(10.0)}
   assert p.summary() == '0m47s; this process: 0m47s (compile 0m30s, eval 0m05s, io 0m07s, train 0m05s)'
+  idle = progress.Progress(clock)  # A grid with nothing left to train: no empty brackets.
+  assert idle.summary() == '0m00s; this process: 0m00s'
 
 
 def test_a_resumed_run_keeps_its_wall_time_and_the_grid_its_steps():

@@ -55,6 +55,12 @@ SOLVER_FIELDS = {'batch_size': int, 'lr': float, 'schedule': str, 'lr_step': int
                  'momentum': float, 'weight_decay': float, 'bias_lr_mult': float,
                  'eval_every': int, 'checkpoint_every': int}
 
+# The values of the fields that name a choice, checked before JAX is imported
+# (grid/fields.py); each is what its module implements (a test holds them equal):
+# training/precision.py's NAMES, models/norm.py's MODES, models/optim.py's SCHEDULES.
+CHOICES = {'precision': ('float32', 'tf32', 'bfloat16'), 'frozen_norm': ('batch', 'running'),
+           'schedule': ('step', 'cosine', 'constant')}
+
 # `runlocal`: the whole grid in a couple of minutes on a 2-core laptop.
 RUNLOCAL = dict(batch_size=32, total_steps=24, lr_step=16, eval_every=8,
                 checkpoint_every=8, eval_examples=256, eval_batch_size=256,

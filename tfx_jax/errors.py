@@ -7,6 +7,7 @@ import errno
 import logging as pylogging
 import os
 import re
+import signal
 import sys
 import traceback
 import warnings
@@ -27,6 +28,17 @@ class UserError(ValueError):
 
   The message names the problem and how to fix it, in one or two sentences.
   """
+
+
+class Preempted(Exception):
+  """Raised after the checkpoint of a preempted (SIGTERM) or interrupted (SIGINT)
+  run has been written (training/preemption.py); the CLIs exit 128 + signum."""
+
+  def __init__(self, run_id: str, step: int, signum: int = signal.SIGTERM):
+    what = 'Interrupted (Ctrl-C)' if signum == signal.SIGINT else 'Preempted (SIGTERM)'
+    super().__init__(f'{what} in run {run_id} at step {step}; its checkpoint is '
+                     f'saved. Run the same command again to resume.')
+    self.run_id, self.step, self.exit_code = run_id, step, 128 + signum
 
 
 def explain(error: BaseException) -> str:

@@ -4,13 +4,11 @@
 import os
 import sys
 
-import jax
 from absl import flags, logging
 
 from tfx_jax import errors
-from tfx_jax.grid import checks, local_shards, runner
-from tfx_jax.report import analysis, writer
-from tfx_jax.training import malloc, preemption
+from tfx_jax.grid import fields
+from tfx_jax.training import malloc
 
 errors.define_config_and_workdir('Where runs, results and the report go (default: '
                                  'runs/<config file name>).')
@@ -32,14 +30,18 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if FLAGS.tune_malloc and malloc.backend_is_cpu():
-    malloc.tune()  # Before JAX starts its threads.
-  if FLAGS.compilation_cache:  # Compiled steps persist: resumes and reruns skip compiling.
-    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   if len(argv) > 1:
     raise errors.UserError(f'Unexpected arguments {argv[1:]}; all options are --flags.')
   config = errors.loaded_config(FLAGS)
+  fields.check(config)  # A bad value is refused at once; importing JAX takes seconds.
+  if FLAGS.tune_malloc and malloc.backend_is_cpu():
+    malloc.tune()  # Before JAX starts its threads.
+  import jax  # pylint: disable=g-import-not-at-top
+  from tfx_jax.grid import checks, local_shards, runner  # pylint: disable=g-import-not-at-top
+  from tfx_jax.report import analysis, writer  # pylint: disable=g-import-not-at-top
+  if FLAGS.compilation_cache:  # Compiled steps persist: resumes and reruns skip compiling.
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   distributed = bool(FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes)
   shards, gpus = local_shards.resolve(FLAGS.local_shards, distributed, config.sweep.num_shards)
   if gpus:  # This process only checks and waits: the shards hold the GPUs.
@@ -65,12 +67,12 @@ def main(argv):
 def run():
   try:
     errors.run(main, '--workdir', 'a rerun keeps the finished runs and resumes the others')
-  except preemption.Preempted as e:
+  except errors.Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)
   except KeyboardInterrupt:  # Ctrl-C before the runs' watch, or on several hosts.
     print('Interrupted (Ctrl-C); runs resume from their last saved checkpoint.', file=sys.stderr)
-    sys.exit(preemption.INTERRUPTED)
+    sys.exit(errors.INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -82,4 +82,4 @@ class Progress:
     """Wall time since start, and this process's time by phase."""
     parts = ', '.join(f'{k} {fmt_time(v)}' for k, v in sorted(self.totals.items()))
     return (f'{fmt_time(self._clock() - self._started)}; this process: '
-            f'{fmt_time(sum(self.totals.values()))} ({parts})')
+            f'{fmt_time(sum(self.totals.values()))}' + (f' ({parts})' if parts else ''))

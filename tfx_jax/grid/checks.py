@@ -5,87 +5,23 @@ data, the pretrained bases, the workdir and its lock (`prepare`)."""
 
 from __future__ import annotations
 
-import math
-
 import jax
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from tfx_jax import config as config_lib
 from tfx_jax import files
 from tfx_jax.data import input_pipeline, tasks
 from tfx_jax.data.sources import reader
 from tfx_jax.errors import UserError
-from tfx_jax.grid import experiments, lock, pretrained
+from tfx_jax.grid import experiments, fields, lock, pretrained
 from tfx_jax.grid.workdir import Workdir
-from tfx_jax.models import norm, optim, registry
-from tfx_jax.training import precision
+from tfx_jax.models import registry
 
-# Fields that count something: at least 1 (keep_checkpoints too: the final
-# checkpoint is what transplants read), or at least 0.
-AT_LEAST_1 = ('batch_size', 'eval_batch_size', 'total_steps', 'lr_step', 'eval_every',
-              'log_every', 'checkpoint_every', 'keep_checkpoints', 'sweep.num_shards',
-              'analysis.train_examples', 'analysis.probe_steps')
-AT_LEAST_0 = ('eval_examples', 'warmup_steps')
 # The analysis's train probe images per class of target B (docs/report.md): with
 # one, a class has no spread and H-score is C - 1 at every layer; with a few,
 # the probe's top-1 and the scores are noise.
 ANALYSIS_PER_CLASS = 10
-
-
-def _field(c: ml_collections.ConfigDict, name: str):
-  value = c
-  for key in name.split('.'):
-    value = value[key]
-  return value
-
-
-def fields(c: ml_collections.ConfigDict) -> None:
-  """Each field's own range, one UserError naming the field and a valid value."""
-  for names, low in ((AT_LEAST_1, 1), (AT_LEAST_0, 0)):
-    for name in names:
-      value = _field(c, name)
-      if value < low:
-        raise UserError(f'config.{name} must be {low} or more, got {value}; e.g. '
-                        f'--config.{name}={max(low, _field(config_lib.base_config(), name))}.')
-  for name, ok, rule, example in (
-      ('lr', c.lr > 0 and math.isfinite(c.lr), 'a positive number', 0.01),
-      ('lr_gamma', c.lr_gamma > 0 and math.isfinite(c.lr_gamma), 'a positive number', 0.1),
-      ('momentum', 0 <= c.momentum < 1, 'in [0, 1)', 0.9),
-      ('weight_decay', 0 <= c.weight_decay < math.inf, '0 or more', 5e-4),
-      ('bias_lr_mult', 0 <= c.bias_lr_mult < math.inf, '0 or more', 2),
-      ('num_workers', c.num_workers >= -1, '-1 (auto), 0 or more', -1),
-      ('device_prefetch', c.device_prefetch >= 0, '0 or more', 2),
-      ('sweep.wait_minutes', c.sweep.wait_minutes > 0, 'a positive number', 60),
-      ('sweep.poll_seconds', c.sweep.poll_seconds > 0, 'a positive number', 30),
-      # CKA's unbiased HSIC needs minibatches of 4 or more.
-      ('analysis.batch_size', c.analysis.batch_size >= 4, '4 or more', 250),
-      ('analysis.eval_examples', c.analysis.eval_examples >= 4, '4 or more', 1000),
-      ('analysis.max_features', c.analysis.max_features >= 16, '16 or more', 4096),
-      ('tune.probe_fraction', 0 < c.tune.probe_fraction < 1, 'in (0, 1)', 0.5),
-      ('tune.l2sp_alpha', 0 <= c.tune.l2sp_alpha < math.inf, '0 or more', 0.1),
-      ('tune.l2sp_beta', 0 <= c.tune.l2sp_beta < math.inf, '0 or more', 0.01),
-      ('tune.layer_decay', 0 < c.tune.layer_decay <= 1, 'in (0, 1]', 0.75)):
-    if not ok:
-      raise UserError(f'config.{name} must be {rule}, got {_field(c, name)}; e.g. '
-                      f'--config.{name}={example}.')
-  experiments.wise_alphas(c)
-  if c.get('image_size') is not None and not 8 <= c.image_size <= 4096:
-    raise UserError(f'config.image_size must be 8..4096 (or unset), got {c.image_size}; '
-                    f'e.g. --config.image_size=32.')
-  if not (isinstance(c.axis_name, str) and c.axis_name.isidentifier()):
-    raise UserError(f'config.axis_name must be a name, got {c.axis_name!r}; e.g. '
-                    f'--config.axis_name=batch.')
-  if c.precision not in precision.NAMES:
-    raise UserError(f'config.precision must be one of {", ".join(precision.NAMES)}, got '
-                    f'{c.precision!r}; e.g. --config.precision=float32.')
-  if c.frozen_norm not in norm.MODES:
-    raise UserError(f'config.frozen_norm must be one of {", ".join(norm.MODES)}, got '
-                    f'{c.frozen_norm!r}; e.g. --config.frozen_norm=running.')
-  if c.schedule not in optim.SCHEDULES:
-    raise UserError(f'config.schedule must be one of {", ".join(optim.SCHEDULES)}, got '
-                    f'{c.schedule!r}; e.g. --config.schedule=step.')
 
 
 def validate(c: ml_collections.ConfigDict, num_devices: int,
@@ -93,7 +29,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
   """Every check of a config, once, before anything runs; UserError on the first
   problem. `num_devices` and `num_processes`: of the whole job. Returns the
   model's ordered transferable groups, which the checks need."""
-  fields(c)
+  fields.check(c)
   for name in ('data_dir', 'source_data_dir', 'data_cache_dir'):
     if c.get(name):
       files.check_path(c[name], f'--config.{name}')
@@ -118,7 +54,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int,
     source_c = ml_collections.ConfigDict(c.to_dict())
     source_c.update(solver)
     try:
-      fields(source_c)
+      fields.check(source_c)
     except UserError as e:
       raise UserError(str(e).replace('config.', 'config.source_solver.')) from None
   batches = [('batch_size', c.batch_size), ('eval_batch_size', c.eval_batch_size)]

@@ -26,7 +26,8 @@ def main(argv: Sequence[str]) -> None:
   computed = _analysed(analysis.compute, _WORKDIR.value) if _ANALYSE.value else None
   result = writer.write_report(_WORKDIR.value)
   words = {True: 'holds', False: 'does not hold', None: 'not testable'}
-  verdicts = ', '.join(f'{f["id"]} {words[f["holds"]]}' for f in result['findings'])
+  verdicts = (', '.join(f'{f["id"]} {words[f["holds"]]}' for f in result['findings'])
+              if any(f['holds'] is not None for f in result['findings']) else 'none testable')
   shifted = ''.join(f'; shift criterion at {k or "all"} images per class: {v}'
                     for k, v in result.get('shift', {}).items())
   print(f'Report in {os.path.join(_WORKDIR.value, writer.REPORT_DIR)}: findings {verdicts}'

@@ -123,8 +123,11 @@ def write_report(workdir: str) -> dict:
     texts['tune.md'] = tune.markdown(runs, dataset, groups)
   if shifted:  # The shift experiment's verdicts lead findings.md.
     texts['shift.md'] = shift.markdown(every_size, groups)
-    texts['findings.md'] = (shift.findings_section(every_size, len(groups)) + '\n'
-                            + texts['findings.md'])
+    paper = texts['findings.md'] if any(r.family != 'shift' for r in every_size) else (
+        '# The paper\'s six findings\n\nNot testable here: this workdir holds only the '
+        'shift experiment\'s runs; the paper\'s grid is configs/default.py\'s '
+        '(docs/paper.md).\n')
+    texts['findings.md'] = shift.findings_section(every_size, len(groups)) + '\n' + paper
   title = (f'{dataset or "dataset unknown"}, {FAMILY_NAMES[family]}: each treatment '
            f'minus its base over training' if family else 'No transfer runs')
   figs = (

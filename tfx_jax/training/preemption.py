@@ -15,19 +15,10 @@ import signal
 import jax
 from jax.experimental import multihost_utils
 
+from tfx_jax.errors import INTERRUPTED, Preempted  # noqa: F401  (preemption.Preempted: the loop raises it)
+
 EXIT_CODE = 143  # 128 + SIGTERM: "stopped, checkpoint saved; run again to resume".
-INTERRUPTED = 130  # 128 + SIGINT: the same after Ctrl-C.
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class Preempted(Exception):
-  """Raised after the checkpoint of a preempted run has been written."""
-
-  def __init__(self, run_id: str, step: int, signum: int = signal.SIGTERM):
-    what = 'Interrupted (Ctrl-C)' if signum == signal.SIGINT else 'Preempted (SIGTERM)'
-    super().__init__(f'{what} in run {run_id} at step {step}; its checkpoint is '
-                     f'saved. Run the same command again to resume.')
-    self.run_id, self.step, self.exit_code = run_id, step, 128 + signum
 
 
 class Watch:
