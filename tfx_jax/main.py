@@ -38,7 +38,6 @@ def main(argv):
     malloc.tune()  # Before JAX starts its threads.
   import jax  # pylint: disable=g-import-not-at-top
   from tfx_jax.grid import checks, local_shards, runner  # pylint: disable=g-import-not-at-top
-  from tfx_jax.report import analysis, writer  # pylint: disable=g-import-not-at-top
   if FLAGS.compilation_cache:  # Compiled steps persist: resumes and reruns skip compiling.
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
@@ -58,6 +57,7 @@ def main(argv):
     local_shards.run(sys.argv[1:], shards, gpus)  # Returns when every shard is done.
   complete = shards > 1 or runner.run(config, workdir)
   if complete and config.report and jax.process_index() == 0:
+    from tfx_jax.report import analysis, writer  # pylint: disable=g-import-not-at-top
     writer.write_report(workdir)
     print(f'Report: {os.path.join(workdir, "report")}', flush=True)
     if config.analysis.run:
