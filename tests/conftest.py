@@ -90,13 +90,6 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: item.module.__name__ != 'test_slurm')
 
 
-def pytest_xdist_auto_num_workers(config):  # pylint: disable=unused-argument
-  """`-n auto`: one worker more than this process may use CPUs. Many tests wait
-  on the CLIs they start, on SLURM or on the GCS emulator: with a worker a CPU,
-  the CPUs were idle a tenth of the time (user + system 1.8 s a second on 2)."""
-  return len(os.sched_getaffinity(0)) + 1
-
-
 def shared_grid(tmp_path_factory, worker_id, name, *args, env=None):
   """(workdir, stdout) of the CLI on a config, trained once per test session with
   the defaults a user gets (the analysis on) unless `args` change them:

@@ -40,7 +40,7 @@ def main(argv):
   from tfx_jax.grid import checks, local_shards, runner  # pylint: disable=g-import-not-at-top
   if FLAGS.compilation_cache:  # Compiled steps persist: resumes and reruns skip compiling.
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(FLAGS.compilation_cache))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # The small ones too.
   distributed = bool(FLAGS.multihost or FLAGS.coordinator_address or FLAGS.num_processes)
   shards, gpus = local_shards.resolve(FLAGS.local_shards, distributed, config.sweep.num_shards)
   if gpus:  # This process only checks and waits: the shards hold the GPUs.
